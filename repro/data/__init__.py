@@ -1,0 +1,113 @@
+"""Data layer: one loader per official layout, one record/sample type, one error type.
+
+``DATA_ROOT`` holds one subfolder per dataset, named as in ``../shared/data``:
+``mvtec_ad``, ``mpdd``, ``visa``, ``mvtec_loco``, ``dagm``, ``dtd``. With no ``DATA_ROOT`` the
+synthetic datasets of :mod:`repro.data.synthetic` are written to the cache and used instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import dagm, loco, mvtec, visa
+from .common import (
+    DatasetError,
+    ImageDataset,
+    Record,
+    Sample,
+    holdout_split,
+    load_mask,
+    read_image,
+    read_mask,
+)
+from .fewshot import load_support, save_support, select_support
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    name: str
+    categories: tuple[str, ...]
+    splits: tuple[str, ...]
+    lister: Callable[[Path, str, str], list[Record]]
+
+
+DATASETS: dict[str, DatasetFormat] = {
+    "mvtec_ad": DatasetFormat("mvtec_ad", mvtec.MVTEC_AD_CATEGORIES, ("train", "test"),
+                              mvtec.list_records),
+    "mpdd": DatasetFormat(
+        "mpdd", mvtec.MPDD_CATEGORIES, ("train", "test"),
+        lambda root, cat, split: mvtec.list_records(root, cat, split, dataset="mpdd",
+                                                    categories=mvtec.MPDD_CATEGORIES)),
+    "visa": DatasetFormat("visa", visa.VISA_CATEGORIES, ("train", "test"), visa.list_records),
+    "mvtec_loco": DatasetFormat("mvtec_loco", loco.LOCO_CATEGORIES, loco.SPLITS,
+                                loco.list_records),
+    "dagm": DatasetFormat("dagm", dagm.DAGM_CATEGORIES, ("train", "test"), dagm.list_records),
+}
+
+
+def _format(dataset: str) -> DatasetFormat:
+    if dataset not in DATASETS:
+        raise DatasetError(f"unknown dataset '{dataset}'; expected one of: {', '.join(DATASETS)}")
+    return DATASETS[dataset]
+
+
+def categories(dataset: str) -> tuple[str, ...]:
+    """The official category names of a dataset."""
+    return _format(dataset).categories
+
+
+def list_records(data_root: Path, dataset: str, category: str, split: str) -> list[Record]:
+    """Records of ``DATA_ROOT/<dataset>/<category>`` for one split (see each format module)."""
+    fmt = _format(dataset)
+    return fmt.lister(Path(data_root) / dataset, category, split)
+
+
+def load_split(data_root: Path, dataset: str, category: str, split: str,
+               image_size: int | Sequence[int] | None = None) -> ImageDataset:
+    return ImageDataset(list_records(data_root, dataset, category, split), image_size)
+
+
+def present_categories(data_root: Path, dataset: str) -> list[str]:
+    """Official categories that have a folder under ``DATA_ROOT/<dataset>``."""
+    root = Path(data_root) / dataset
+    return [c for c in _format(dataset).categories if (root / c).is_dir()]
+
+
+def is_synthetic(data_root: Path) -> bool:
+    return (Path(data_root) / "SYNTHETIC.json").is_file()
+
+
+def describe(data_root: Path, dataset: str, wanted: Sequence[str] | None = None) -> dict:
+    """Provenance of the data a run used: real or synthetic, which categories were missing."""
+    data_root = Path(data_root)
+    present = present_categories(data_root, dataset)
+    wanted = list(wanted) if wanted is not None else list(_format(dataset).categories)
+    info = {
+        "kind": "synthetic" if is_synthetic(data_root) else "real",
+        "root": str(data_root.resolve()),
+        "dataset": dataset,
+        "present": [c for c in wanted if c in present],
+        "missing": [c for c in wanted if c not in present],
+    }
+    if info["kind"] == "synthetic":
+        info["synthetic"] = json.loads((data_root / "SYNTHETIC.json").read_text())
+    return info
+
+
+def data_label(info: dict) -> str:
+    """One-line form of :func:`describe` for table headers and the ``data`` column."""
+    text = f"{info['kind']} {info['dataset']}: {len(info['present'])} categories"
+    if info["missing"]:
+        text += f" (missing: {', '.join(info['missing'])})"
+    return text
+
+
+__all__ = [
+    "DATASETS", "DatasetError", "DatasetFormat", "ImageDataset", "Record", "Sample",
+    "categories", "data_label", "describe", "holdout_split", "is_synthetic", "list_records",
+    "load_mask", "load_split", "load_support", "present_categories", "read_image", "read_mask",
+    "save_support", "select_support",
+]

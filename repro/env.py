@@ -1,0 +1,80 @@
+"""Where things live (repository, results, cache), which device to use, and library versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def repo_root() -> Path:
+    """The repository (``REPRO_ROOT`` or the folder above this package)."""
+    if os.environ.get("REPRO_ROOT"):
+        return Path(os.environ["REPRO_ROOT"]).resolve()
+    return Path(__file__).resolve().parents[1]
+
+
+def results_dir() -> Path:
+    return Path(os.environ.get("REPRO_RESULTS", repo_root() / "results"))
+
+
+def cache_dir() -> Path:
+    """Checkpoints and generated synthetic data: ``REPRO_CACHE`` or ``<repo>/.cache`` (ignored
+    by git)."""
+    return Path(os.environ.get("REPRO_CACHE", repo_root() / ".cache"))
+
+
+def resolve_path(value: str | os.PathLike) -> Path:
+    """A user-given path; relative paths are taken from the repository root, so notebooks
+    executed from any folder (papermill, nbval) see the same data."""
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (repo_root() / p).resolve()
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available; asking for ``cuda`` without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("DEVICE=cuda was requested but torch sees no CUDA device; "
+                           "use DEVICE=auto or DEVICE=cpu")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ValueError(f"unknown DEVICE '{name}'; expected auto, cpu or cuda[:N]")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@cache
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(),
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+@cache
+def versions() -> dict[str, str]:
+    import sklearn
+    import torchvision
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "repro_commit": git_commit(),
+    }

@@ -1,0 +1,38 @@
+"""From per-image scores and per-pixel maps to the metrics each paper reports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import metrics
+from .data import Record, load_mask
+from .data import loco as loco_format
+
+
+def evaluate(records: Sequence[Record], scores: np.ndarray, maps: torch.Tensor | np.ndarray,
+             *, dataset: str, data_root: Path | None = None) -> dict[str, float]:
+    """Image AUROC, pixel AUROC, pixel AP and AUPRO (MVTec AD, MPDD, VisA, DAGM); for MVTec LOCO
+    the per-type AUROCs, their mean, the pooled AUROC and AU-sPRO at FPR 0.05.
+
+    ``maps`` is (N, H, W) at the evaluation size; masks are read at that size.
+    """
+    maps = maps.detach().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps)
+    maps = maps.reshape(len(records), *maps.shape[-2:]).astype(np.float32, copy=False)
+    size = maps.shape[-2:]
+    scores = np.asarray(scores, dtype=np.float64)
+    if dataset == "mvtec_loco":
+        out = metrics.loco_image_aurocs([r.defect_type for r in records], scores)
+        config = loco_format.read_defects_config(Path(data_root) / "mvtec_loco",
+                                                 records[0].category)
+        regions = [loco_format.defect_regions(r, config, size) for r in records]
+        out["spro_0.05"] = metrics.spro(maps, regions, fpr_limit=0.05)
+        return out
+    labels = np.array([r.label for r in records])
+    masks = np.stack([load_mask(r, size) for r in records])
+    out = {"image_auroc": metrics.image_auroc(labels, scores)}
+    out.update(metrics.pixel_metrics(masks, maps))
+    return out

@@ -1,0 +1,103 @@
+"""The registry of runnable cells and the one function that runs a cell through the run store.
+
+A paper registers ``Experiment``s; ``run_cell`` resolves the profile's config, the data root, the
+device and the variant, then asks the run store for the record (computing it only if missing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .data import DatasetError, describe
+from .data.synthetic import ensure_synthetic
+from .env import cache_dir, resolve_device, resolve_path, results_dir, seed_everything
+from .profiles import Profile, get_profile, paper_config
+from .runs import RunContext, RunKey, RunStore
+
+
+@dataclass(frozen=True)
+class Experiment:
+    paper: str
+    name: str
+    fn: Callable[[RunContext, Path], dict]  # (ctx, data_root) -> {"metrics": ..., "extra": ...}
+    weights: dict = field(default_factory=lambda: {"kind": "none", "note": "trained from scratch"})
+    variants: dict[str, dict] = field(default_factory=dict)  # named variant -> config overrides
+
+
+def _baseline(ctx: RunContext, data_root: Path) -> dict:
+    from .methods import baseline
+
+    return baseline.run(ctx, data_root)
+
+
+EXPERIMENTS: dict[tuple[str, str], Experiment] = {
+    ("baseline", "ae"): Experiment("baseline", "ae", _baseline),
+}
+
+
+def get_experiment(paper: str, name: str) -> Experiment:
+    if (paper, name) not in EXPERIMENTS:
+        known = ", ".join(f"{p}/{e}" for p, e in EXPERIMENTS)
+        raise ValueError(f"unknown experiment {paper}/{name}; known: {known}")
+    return EXPERIMENTS[(paper, name)]
+
+
+def variant_overrides(exp: Experiment, variant: str, config: dict) -> dict:
+    """A named variant of the experiment, or ``key=value[,key=value]`` on config keys."""
+    if variant in ("", "default"):
+        return {}
+    if variant in exp.variants:
+        return exp.variants[variant]
+    out = {}
+    for part in variant.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or name not in config:
+            raise ValueError(f"variant '{variant}' of {exp.paper}/{exp.name}: expected a named "
+                             f"variant ({', '.join(exp.variants) or 'none'}) or key=value pairs "
+                             f"on config keys ({', '.join(config)})")
+        try:
+            out[name] = json.loads(value)
+        except ValueError:
+            out[name] = value
+    return out
+
+
+def resolve_data_root(data_root: str | os.PathLike | None, profile: Profile) -> Path:
+    """``DATA_ROOT`` if given, else the profile's, else synthetic data written to the cache."""
+    value = data_root if data_root not in (None, "") else profile.data_root
+    if value in (None, "", "synthetic"):
+        return ensure_synthetic(cache_dir() / "data", profile.synthetic)
+    path = resolve_path(value)
+    if not path.is_dir():
+        raise DatasetError(f"DATA_ROOT not found: {path}. Expected a folder with one subfolder "
+                           "per dataset (mvtec_ad, mpdd, visa, mvtec_loco, dagm, dtd); see README.")
+    return path
+
+
+def store_for(profile: str) -> RunStore:
+    """The run store of a profile; read-only when ``REPRO_READONLY=1`` (tests)."""
+    return RunStore(results_dir() / profile / "runs", cache_dir(),
+                    readonly=os.environ.get("REPRO_READONLY") == "1")
+
+
+def run_cell(paper: str, experiment: str, dataset: str, category: str, *, variant: str = "",
+             seed: int = 0, profile: str = "smoke", data_root: str | None = None,
+             device: str = "auto") -> dict:
+    """Run (or fetch) one cell and return its record."""
+    exp = get_experiment(paper, experiment)
+    prof = get_profile(profile)
+    config = paper_config(paper, profile)
+    config.update(variant_overrides(exp, variant, config))
+    key = RunKey(paper, experiment, dataset, category, variant or "default", seed, profile)
+    store = store_for(profile)
+    if store.readonly:
+        return store.fetch(key, config)
+    root = resolve_data_root(data_root, prof)
+    dev = resolve_device(device)
+    seed_everything(seed)
+    return store.run(key, lambda ctx: exp.fn(ctx, root), config=config, device=dev,
+                     data=describe(root, dataset, [category]), weights=exp.weights)

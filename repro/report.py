@@ -1,0 +1,97 @@
+"""Helpers the notebooks share: dataset inventories, sample grids, saving figures."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .data import DATASETS, DatasetError, Record, list_records, load_mask, present_categories
+from .data import read_image as _read_image
+from .tables import output_dir
+
+SPLITS_OF = {name: fmt.splits for name, fmt in DATASETS.items()}
+
+
+def inventory(data_root: Path, datasets: Sequence[str] | None = None) -> pd.DataFrame:
+    """Counts per dataset, category, split and defect type of what is under ``data_root``.
+
+    A category whose folder exists but does not load is listed with its error in ``problem``.
+    """
+    rows = []
+    for ds in datasets or DATASETS:
+        for cat in present_categories(data_root, ds):
+            for split in SPLITS_OF[ds]:
+                try:
+                    recs = list_records(data_root, ds, cat, split)
+                except DatasetError as exc:
+                    rows.append({"dataset": ds, "category": cat, "split": split,
+                                 "defect_type": "", "images": 0, "masks": 0,
+                                 "problem": str(exc).replace(str(data_root), "$DATA_ROOT")})
+                    continue
+                for dt in sorted({r.defect_type for r in recs}):
+                    sel = [r for r in recs if r.defect_type == dt]
+                    rows.append({"dataset": ds, "category": cat, "split": split,
+                                 "defect_type": dt, "images": len(sel),
+                                 "masks": sum(len(r.mask_paths) for r in sel), "problem": ""})
+    return pd.DataFrame(rows, columns=["dataset", "category", "split", "defect_type", "images",
+                                       "masks", "problem"])
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """Image (H, W, 3) in [0, 1] with the mask tinted red."""
+    out = image.copy()
+    out[mask] = (1 - alpha) * out[mask] + alpha * np.array([1.0, 0.0, 0.0])
+    return out
+
+
+def pick_examples(records: Sequence[Record], n_defect: int = 3) -> list[Record]:
+    """One normal image and up to ``n_defect`` anomalous ones of different defect types."""
+    good = [r for r in records if r.label == 0][:1]
+    bad, seen = [], set()
+    for r in records:
+        if r.label == 1 and r.defect_type not in seen:
+            bad.append(r)
+            seen.add(r.defect_type)
+    for r in records:  # fill up when there are fewer defect types than slots
+        if len(bad) >= n_defect:
+            break
+        if r.label == 1 and r not in bad:
+            bad.append(r)
+    return good + bad[:n_defect]
+
+
+def sample_grid(rows: Sequence[tuple[str, Sequence[Record]]], size: int = 160) -> plt.Figure:
+    """A grid: one row per (title, records), masks overlaid in red."""
+    ncol = max(len(r) for _, r in rows)
+    fig, axes = plt.subplots(len(rows), ncol, figsize=(2.1 * ncol, 2.3 * len(rows)),
+                             squeeze=False)
+    for i, (title, recs) in enumerate(rows):
+        for j in range(ncol):
+            ax = axes[i, j]
+            ax.axis("off")
+            if j >= len(recs):
+                continue
+            rec = recs[j]
+            img = _read_image(rec.path, None)
+            h, w = img.shape[1:]
+            scale = size / max(h, w)
+            hw = (max(1, round(h * scale)), max(1, round(w * scale)))
+            img = _read_image(rec.path, hw).permute(1, 2, 0).numpy()
+            ax.imshow(overlay(img, load_mask(rec, hw)))
+            ax.set_title(f"{title}\n{rec.defect_type}" if j == 0 else rec.defect_type,
+                         fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, profile: str, name: str) -> Path:
+    """PNG under ``<results>/<profile>/figures/`` (the staging folder during ``make
+    reproduce``); Agg PNGs are byte-stable across runs."""
+    path = output_dir(profile) / "figures" / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    return path

@@ -1,0 +1,214 @@
+"""The run store: one run = one (paper, experiment, dataset, category, variant, seed, profile) cell.
+
+A finished run is a JSON record under ``results/<profile>/runs/``, written atomically (temp file
+in the same folder, then ``os.replace``), and is never rewritten: a rerun with the same
+configuration returns it untouched. A run that dies midway leaves only its checkpoints (in the
+cache, outside git); the next attempt resumes from the last one. Tables are built from records
+only, so a table can always be traced back to the runs that produced it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .env import versions
+
+RECORD_FORMAT = 1
+
+
+class RunMissingError(RuntimeError):
+    """A record was needed but the store is read-only (tests re-rendering committed results)."""
+
+
+@dataclass(frozen=True)
+class RunKey:
+    paper: str
+    experiment: str
+    dataset: str
+    category: str
+    variant: str
+    seed: int
+    profile: str
+
+    def slug(self) -> str:
+        """File-name form, e.g. ``n2n__table4__mpdd__metal_plate__lambda=0.3__seed0``."""
+        parts = [self.paper, self.experiment, self.dataset, self.category,
+                 self.variant or "default", f"seed{self.seed}"]
+        return "__".join(re.sub(r"[^A-Za-z0-9=.,+_-]", "-", p) for p in parts)
+
+
+def config_hash(config: dict) -> str:
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` so that ``path`` holds either its old content or the new one, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dump_json(obj: Any) -> str:
+    return json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n"
+
+
+@dataclass
+class RunContext:
+    """What a run function gets: its key and config, and a place for resumable checkpoints."""
+
+    key: RunKey
+    config: dict
+    device: torch.device
+    checkpoint_dir: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    resumed_from: int | None = None
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.checkpoint_dir / "last.pt"
+
+    def load_checkpoint(self) -> dict | None:
+        """The last saved state, or None. Records the step it resumed from (``state['step']``)."""
+        if not self.checkpoint_path.is_file():
+            return None
+        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        self.resumed_from = int(state.get("step", 0))
+        return state
+
+    def save_checkpoint(self, state: dict) -> None:
+        """Atomically replace the checkpoint (an interrupt mid-save keeps the previous one)."""
+        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.checkpoint_path.with_suffix(".pt.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.checkpoint_path)
+
+    @contextmanager
+    def timer(self, name: str) -> Iterator[None]:
+        """Accumulate wall-clock seconds under ``timings[name]`` (synchronising CUDA)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0
+
+
+RunFn = Callable[[RunContext], dict]
+
+
+class RunStore:
+    """Records of one profile in ``runs_dir``; checkpoints in ``cache_dir``.
+
+    ``readonly=True`` never computes: a missing or stale record raises :class:`RunMissingError`
+    (used when tests re-render the committed notebooks).
+    """
+
+    def __init__(self, runs_dir: Path, cache_dir: Path, *, readonly: bool = False):
+        self.runs_dir = Path(runs_dir)
+        self.cache_dir = Path(cache_dir)
+        self.readonly = readonly
+
+    def path(self, key: RunKey) -> Path:
+        return self.runs_dir / f"{key.slug()}.json"
+
+    def get(self, key: RunKey) -> dict | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError as exc:
+            raise RuntimeError(f"run record {path} is not valid JSON ({exc}); it was edited by "
+                               "hand or copied partially. Delete it to recompute the run.") from exc
+
+    def records(self, **match: Any) -> list[dict]:
+        """All records whose key fields equal ``match`` (e.g. ``paper="n2n"``)."""
+        out = []
+        for p in sorted(self.runs_dir.glob("*.json")):
+            rec = json.loads(p.read_text())
+            if all(rec["key"].get(k) == v for k, v in match.items()):
+                out.append(rec)
+        return out
+
+    def fetch(self, key: RunKey, config: dict) -> dict:
+        """The finished record of ``key`` for exactly ``config``; never computes."""
+        existing = self.get(key)
+        if existing is not None and existing.get("config_hash") == config_hash(config):
+            return existing
+        why = "was computed with another config" if existing else "does not exist"
+        raise RunMissingError(
+            f"run record {self.path(key)} {why}; the committed results are stale. "
+            f"Run `make reproduce PROFILE={key.profile}` and commit results/.")
+
+    def run(self, key: RunKey, fn: RunFn, *, config: dict, device: torch.device,
+            data: dict, weights: dict) -> dict:
+        """Return the finished record of ``key``, computing it with ``fn(ctx)`` if needed.
+
+        ``fn`` returns ``{"metrics": {...}}`` plus optional ``"extra"`` (small per-image data).
+        An existing record is reused only when its config hash matches; a record with another
+        config is replaced, but only after the new run has finished.
+        """
+        chash = config_hash(config)
+        existing = self.get(key)
+        if existing is not None and existing.get("config_hash") == chash:
+            return existing
+        if self.readonly:
+            self.fetch(key, config)  # raises with the reason
+        ctx = RunContext(key, config, device, self.cache_dir / "checkpoints" / key.profile /
+                         f"{key.slug()}-{chash}")
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        with ctx.timer("total_s"):
+            out = fn(ctx)
+        record = {
+            "format": RECORD_FORMAT,
+            "key": asdict(key),
+            "config": config,
+            "config_hash": chash,
+            "metrics": out["metrics"],
+            "extra": out.get("extra", {}),
+            "timings": {k: round(v, 3) for k, v in ctx.timings.items()},
+            "resumed_from_step": ctx.resumed_from,
+            "data": data,
+            "weights": weights,
+            "device": device_label(device),
+            "versions": versions(),
+            "started": started,
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        atomic_write_text(self.path(key), dump_json(record))
+        shutil.rmtree(ctx.checkpoint_dir, ignore_errors=True)
+        return record
+
+
+def device_label(device: torch.device) -> str:
+    """E.g. ``cpu (2 threads)`` or ``cuda: NVIDIA H100 80GB HBM3``."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    return f"{device.type} ({torch.get_num_threads()} threads)"

@@ -1,0 +1,194 @@
+"""Paper tables versus ours.
+
+Every rendered table is written as ``results/<profile>/tables/<paper>_<table>.csv`` in the long
+format of the transcribed paper tables (``paper,table,dataset,category,method,variant,metric,
+value,unit,note``) plus ``paper_value, diff, profile, data, weights, device``, and as Markdown.
+``value`` is ours (percent where the paper prints percent); a paper cell we have not computed
+keeps an empty ``value``: "not reproduced yet" stays visible.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .env import results_dir
+from .runs import atomic_write_text
+
+KEY = ["dataset", "category", "method", "variant", "metric"]
+COLUMNS = ["paper", "table", *KEY, "value", "unit", "note"]
+META = ["profile", "data", "weights", "device"]
+OUT_COLUMNS = [*COLUMNS, "paper_value", "diff", *META]
+OWN_METHOD = {"n2n": "noise_to_norm", "tsdn": "tsdn", "pouta": "pouta", "puad": "puad"}
+
+
+def paper_tables() -> list[tuple[str, str]]:
+    """(paper, table) of every transcribed table shipped in ``repro/paper_tables``."""
+    files = resources.files("repro.paper_tables").iterdir()
+    names = sorted(f.name[:-4] for f in files if f.name.endswith(".csv"))
+    return [tuple(n.split("_", 1)) for n in names]
+
+
+def paper_table(paper: str, table: str) -> pd.DataFrame:
+    """The printed table in long format; ``value`` as float (the printed string in ``printed``)."""
+    path = resources.files("repro.paper_tables") / f"{paper}_{table}.csv"
+    if not path.is_file():
+        known = ", ".join(f"{p}_{t}" for p, t in paper_tables())
+        raise ValueError(f"no paper table {paper}_{table}; known: {known}")
+    with path.open() as f:
+        df = pd.read_csv(f, dtype=str, keep_default_na=False)
+    df["printed"] = df["value"]
+    df["value"] = df["value"].astype(float)
+    return df
+
+
+def cells_from_records(records: Iterable[dict], *, paper: str, table: str, method: str,
+                       metrics: dict[str, str], percent: bool = True,
+                       variant: Callable[[dict], str] | None = None) -> pd.DataFrame:
+    """Our long-format rows from run records.
+
+    ``metrics`` maps a record metric to the table's metric name (e.g. ``{"image_auroc":
+    "image_auroc"}``); ``variant`` gives a record's table variant (default: its key's variant,
+    with ``default`` shown as empty).
+    """
+    rows = []
+    for rec in records:
+        k = rec["key"]
+        var = variant(rec) if variant else ("" if k["variant"] == "default" else k["variant"])
+        for ours, name in metrics.items():
+            v = rec["metrics"].get(ours, np.nan)
+            rows.append({
+                "paper": paper, "table": table, "dataset": k["dataset"],
+                "category": k["category"], "method": method, "variant": var, "metric": name,
+                "value": v * 100 if percent and v is not None else v,
+                "unit": "percent" if percent else "", "note": "",
+                "profile": k["profile"], "data": _data_text(rec["data"]),
+                "weights": _weights_text(rec["weights"]), "device": rec["device"],
+            })
+    return pd.DataFrame(rows, columns=[*COLUMNS, *META])
+
+
+def add_means(df: pd.DataFrame, category: str = "mean") -> pd.DataFrame:
+    """Append one mean row per (dataset, method, variant, metric) over the categories present,
+    noting how many categories it averages (a mean of a subset is not the paper's mean)."""
+    if df.empty:
+        return df
+    body = df[df["category"] != category]
+    means = []
+    for _, g in body.groupby(["dataset", "method", "variant", "metric"], sort=False):
+        row = g.iloc[0].copy()
+        row["category"] = category
+        row["value"] = g["value"].mean()
+        row["note"] = f"mean of {g['category'].nunique()} categories: {', '.join(g['category'])}"
+        row["data"] = "; ".join(sorted(set(g["data"])))
+        means.append(row)
+    return pd.concat([df, pd.DataFrame(means)], ignore_index=True)
+
+
+def join_with_paper(paper: str, table: str, ours: pd.DataFrame,
+                    methods: Iterable[str] | None = None) -> pd.DataFrame:
+    """Our rows next to the paper's rows of the same cells.
+
+    Paper rows are those of ``methods`` (default: the methods in ``ours``); a paper cell without
+    ours keeps an empty value, and a cell of ours the paper does not print keeps an empty
+    ``paper_value``.
+    """
+    printed = paper_table(paper, table)
+    methods = set(methods) if methods is not None else set(ours["method"])
+    printed = printed[printed["method"].isin(methods)]
+    ours = ours.copy()
+    ours["variant"] = ours["variant"].fillna("")
+    merged = printed[[*KEY, "value", "unit"]].rename(columns={"value": "paper_value"}).merge(
+        ours.drop(columns=["unit"]), on=KEY, how="outer")
+    merged["unit"] = merged["unit"].fillna("percent")
+    merged["paper"], merged["table"] = paper, table
+    merged["diff"] = merged["value"] - merged["paper_value"]
+    for col in META:
+        known = ours[col].dropna().unique() if col in ours else []
+        merged[col] = merged[col].fillna(known[0] if len(known) == 1 else "")
+    merged["note"] = merged["note"].fillna("")
+    return merged[OUT_COLUMNS].reset_index(drop=True)
+
+
+def output_dir(profile: str) -> Path:
+    """Where rendered tables and figures go: ``results/<profile>``, or the staging folder that
+    ``make reproduce`` sets (``REPRO_STAGE_DIR``) so a failing notebook replaces nothing."""
+    stage = os.environ.get("REPRO_STAGE_DIR")
+    return Path(stage) if stage else results_dir() / profile
+
+
+def header(df: pd.DataFrame) -> str:
+    """The provenance line printed above every table."""
+    parts = []
+    for col in META:
+        values = sorted({str(v) for v in df[col].dropna() if str(v)}) if col in df else []
+        parts.append(f"**{col}**: {'; '.join(values) or 'n/a'}")
+    return " · ".join(parts)
+
+
+def to_markdown(df: pd.DataFrame, title: str = "") -> str:
+    """Header line plus a compact table: cell, ours, paper, difference (2 decimals)."""
+    view = df[["dataset", "category", "method", "variant", "metric", "value", "paper_value",
+               "diff", "note"]].rename(columns={"value": "ours", "paper_value": "paper"})
+    body = view.to_markdown(index=False, floatfmt=".2f", missingval="-")
+    return (f"### {title}\n\n" if title else "") + header(df) + "\n\n" + body + "\n"
+
+
+def write_table(df: pd.DataFrame, paper: str, table: str, profile: str) -> Path:
+    """Write ``<paper>_<table>.csv`` and ``.md`` atomically; returns the CSV path."""
+    out = output_dir(profile) / "tables"
+    csv_path = out / f"{paper}_{table}.csv"
+    atomic_write_text(csv_path, df[OUT_COLUMNS].to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(csv_path.with_suffix(".md"), to_markdown(df, f"{paper} {table}"))
+    return csv_path
+
+
+def write_results_readme(root: Path | None = None) -> Path:
+    """``results/README.md``: every table rendered so far, per profile, in one page."""
+    root = Path(root) if root is not None else results_dir()
+    lines = [
+        "# Results",
+        "",
+        "Generated by `make reproduce` (`python -m repro readme`); do not edit by hand.",
+        "Every table: our value next to the paper's printed value and the difference, with the",
+        "profile, data (real or synthetic; which categories were missing), weights and device",
+        "that produced it. `smoke` numbers come from tiny synthetic data and only show that the",
+        "code path works; they are not a reproduction. `-` marks a cell not computed yet.",
+        "",
+    ]
+    profiles = sorted(p for p in root.iterdir() if (p / "tables").is_dir()) if root.is_dir() else []
+    if not profiles:
+        lines.append("No tables rendered yet.")
+    for prof in profiles:
+        lines += [f"## Profile `{prof.name}`", ""]
+        notebooks = sorted(prof.glob("*.ipynb"))
+        if notebooks:
+            lines += ["Executed notebooks: " + ", ".join(
+                f"[{n.name}]({prof.name}/{n.name})" for n in notebooks), ""]
+        for md in sorted((prof / "tables").glob("*.md")):
+            lines += [md.read_text().rstrip(), ""]
+        bench = prof / "benchmarks"
+        for md in sorted(bench.glob("*.md")) if bench.is_dir() else []:
+            lines += [md.read_text().rstrip(), ""]
+    path = root / "README.md"
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def _data_text(data: dict) -> str:
+    if not data:
+        return ""
+    from .data import data_label
+
+    return data_label(data)
+
+
+def _weights_text(weights: dict) -> str:
+    if not weights:
+        return ""
+    return weights.get("note") or weights.get("kind", "")

@@ -66,10 +66,23 @@ def variant_overrides(exp: Experiment, variant: str, config: dict) -> dict:
     return out
 
 
+def _data_value(data_root: str | os.PathLike | None, profile: Profile) -> str | None:
+    value = data_root if data_root not in (None, "") else profile.data_root
+    return None if value in (None, "", "synthetic") else str(value)
+
+
+def data_id(data_root: str | os.PathLike | None, profile: Profile) -> str:
+    """What identifies the data of a run without reading it: the synthetic fingerprint, or
+    ``real`` (real datasets are identified by name; their path differs between machines)."""
+    if _data_value(data_root, profile) is None:
+        return f"synthetic-{profile.synthetic.fingerprint()}"
+    return "real"
+
+
 def resolve_data_root(data_root: str | os.PathLike | None, profile: Profile) -> Path:
     """``DATA_ROOT`` if given, else the profile's, else synthetic data written to the cache."""
-    value = data_root if data_root not in (None, "") else profile.data_root
-    if value in (None, "", "synthetic"):
+    value = _data_value(data_root, profile)
+    if value is None:
         return ensure_synthetic(cache_dir() / "data", profile.synthetic)
     path = resolve_path(value)
     if not path.is_dir():
@@ -94,10 +107,11 @@ def run_cell(paper: str, experiment: str, dataset: str, category: str, *, varian
     config.update(variant_overrides(exp, variant, config))
     key = RunKey(paper, experiment, dataset, category, variant or "default", seed, profile)
     store = store_for(profile)
+    did = data_id(data_root, prof)
     if store.readonly:
-        return store.fetch(key, config)
+        return store.fetch(key, config, did)
     root = resolve_data_root(data_root, prof)
     dev = resolve_device(device)
     seed_everything(seed)
     return store.run(key, lambda ctx: exp.fn(ctx, root), config=config, device=dev,
-                     data=describe(root, dataset, [category]), weights=exp.weights)
+                     data=describe(root, dataset, [category]), weights=exp.weights, data_id=did)

@@ -143,6 +143,28 @@ class _Curve:
     weight_ge: np.ndarray | None  # (m,) summed positive weight with score >= v_k
 
 
+def _count_ge_gt(
+    ref_sorted: np.ndarray, keys_asc: np.ndarray, block: int = 4096
+) -> tuple[np.ndarray, np.ndarray]:
+    """Number of references ``>= key`` and ``> key`` for ascending ``keys_asc``.
+
+    Blocked ``np.searchsorted``: each block of consecutive keys is searched only in the slice of
+    ``ref_sorted`` between its smallest and largest key, which stays in cache for both searches
+    (fewer cache misses than two plain searches over 10^8 references).
+    """
+    n_ref = ref_sorted.size
+    left = np.empty(keys_asc.size, dtype=np.int64)
+    right = np.empty(keys_asc.size, dtype=np.int64)
+    for start in range(0, keys_asc.size, block):
+        keys = keys_asc[start : start + block]
+        lo = int(np.searchsorted(ref_sorted, keys[0], side="left"))
+        hi = int(np.searchsorted(ref_sorted, keys[-1], side="right"))
+        window = ref_sorted[lo:hi]
+        left[start : start + block] = lo + np.searchsorted(window, keys, side="left")
+        right[start : start + block] = lo + np.searchsorted(window, keys, side="right")
+    return n_ref - left, n_ref - right
+
+
 def _curve(
     ref_sorted: np.ndarray,
     pos: np.ndarray,
@@ -159,10 +181,9 @@ def _curve(
     sorted_pos = pos[order]
     last = np.flatnonzero(sorted_pos[1:] != sorted_pos[:-1])
     last = np.append(last, sorted_pos.size - 1)  # last index of each tie group
-    values_asc = sorted_pos[last][::-1]  # ascending keys make searchsorted faster
+    ref_ge, ref_gt = _count_ge_gt(ref_sorted, sorted_pos[last][::-1])
+    ref_ge, ref_gt = ref_ge[::-1], ref_gt[::-1]
     n_ref = ref_sorted.size
-    ref_ge = n_ref - np.searchsorted(ref_sorted, values_asc, side="left")[::-1]
-    ref_gt = n_ref - np.searchsorted(ref_sorted, values_asc, side="right")[::-1]
     pos_ge = last + 1
     if ref_includes_pos:
         pos_gt = np.concatenate(([0], pos_ge[:-1]))
@@ -258,7 +279,7 @@ def loco_image_aurocs(defect_types: Sequence[str], scores: Any) -> dict[str, flo
     ``auroc_mean`` (their mean, the official headline) and ``auroc_pooled`` (good vs all
     anomalies).  An entry whose classes are missing from the input is ``nan``.
     """
-    types = np.asarray([str(t) for t in defect_types])
+    types = np.asarray([str(t) for t in defect_types], dtype=str)
     unknown = sorted(set(types.tolist()) - set(LOCO_DEFECT_TYPES))
     if unknown:
         raise ValueError(
@@ -298,8 +319,11 @@ def _pixel_curve(masks: Any, maps: Any, name: str, with_regions: bool) -> tuple[
     weight_parts: list[np.ndarray] = []
     n_regions = 0
     for i in defect_images:
-        mask = masks_np[i]
-        pos_parts.append(maps_np[i][mask])
+        rows = np.flatnonzero(masks_np[i].any(axis=1))
+        cols = np.flatnonzero(masks_np[i].any(axis=0))
+        box = (i, slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+        mask = masks_np[box]  # bounding box of the defects: same pixel order, faster labelling
+        pos_parts.append(maps_np[box][mask])
         if with_regions:
             labels, n_found = ndimage.label(mask, structure=_EIGHT_CONNECTIVITY)
             ids = labels[mask]

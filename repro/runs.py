@@ -51,8 +51,10 @@ class RunKey:
         return "__".join(re.sub(r"[^A-Za-z0-9=.,+_-]", "-", p) for p in parts)
 
 
-def config_hash(config: dict) -> str:
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
+def config_hash(config: dict, data_id: str = "") -> str:
+    """Identity of what a run computes: its config and the data it read (``data_id``: e.g. the
+    synthetic generator's fingerprint, so regenerated synthetic data invalidates old records)."""
+    blob = json.dumps([config, data_id], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
@@ -157,30 +159,30 @@ class RunStore:
                 out.append(rec)
         return out
 
-    def fetch(self, key: RunKey, config: dict) -> dict:
-        """The finished record of ``key`` for exactly ``config``; never computes."""
+    def fetch(self, key: RunKey, config: dict, data_id: str = "") -> dict:
+        """The finished record of ``key`` for exactly ``config`` and data; never computes."""
         existing = self.get(key)
-        if existing is not None and existing.get("config_hash") == config_hash(config):
+        if existing is not None and existing.get("config_hash") == config_hash(config, data_id):
             return existing
-        why = "was computed with another config" if existing else "does not exist"
+        why = "was computed with another config or data" if existing else "does not exist"
         raise RunMissingError(
             f"run record {self.path(key)} {why}; the committed results are stale. "
             f"Run `make reproduce PROFILE={key.profile}` and commit results/.")
 
     def run(self, key: RunKey, fn: RunFn, *, config: dict, device: torch.device,
-            data: dict, weights: dict) -> dict:
+            data: dict, weights: dict, data_id: str = "") -> dict:
         """Return the finished record of ``key``, computing it with ``fn(ctx)`` if needed.
 
         ``fn`` returns ``{"metrics": {...}}`` plus optional ``"extra"`` (small per-image data).
-        An existing record is reused only when its config hash matches; a record with another
-        config is replaced, but only after the new run has finished.
+        An existing record is reused only when its config and ``data_id`` match; a record with
+        another config is replaced, but only after the new run has finished.
         """
-        chash = config_hash(config)
+        chash = config_hash(config, data_id)
         existing = self.get(key)
         if existing is not None and existing.get("config_hash") == chash:
             return existing
         if self.readonly:
-            self.fetch(key, config)  # raises with the reason
+            self.fetch(key, config, data_id)  # raises with the reason
         ctx = RunContext(key, config, device, self.cache_dir / "checkpoints" / key.profile /
                          f"{key.slug()}-{chash}")
         started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -191,6 +193,7 @@ class RunStore:
             "key": asdict(key),
             "config": config,
             "config_hash": chash,
+            "data_id": data_id,
             "metrics": out["metrics"],
             "extra": out.get("extra", {}),
             "timings": {k: round(v, 3) for k, v in ctx.timings.items()},

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tabulate import tabulate
 
 from .env import results_dir
 from .runs import atomic_write_text
@@ -135,7 +136,9 @@ def to_markdown(df: pd.DataFrame, title: str = "") -> str:
     """Header line plus a compact table: cell, ours, paper, difference (2 decimals)."""
     view = df[["dataset", "category", "method", "variant", "metric", "value", "paper_value",
                "diff", "note"]].rename(columns={"value": "ours", "paper_value": "paper"})
-    body = view.to_markdown(index=False, floatfmt=".2f", missingval="-")
+    rows = [[None if pd.isna(v) else v for v in row] for row in view.itertuples(index=False)]
+    body = tabulate(rows, headers=list(view.columns), tablefmt="pipe", floatfmt=".2f",
+                    missingval="-")  # "-": a cell not computed (ours) or not printed (paper)
     return (f"### {title}\n\n" if title else "") + header(df) + "\n\n" + body + "\n"
 
 

@@ -99,7 +99,8 @@ def describe(data_root: Path, dataset: str, wanted: Sequence[str] | None = None)
 
 def data_label(info: dict) -> str:
     """One-line form of :func:`describe` for table headers and the ``data`` column."""
-    text = f"{info['kind']} {info['dataset']}: {len(info['present'])} categories"
+    n = len(info["present"])
+    text = f"{info['kind']} {info['dataset']}: {n} categor{'y' if n == 1 else 'ies'}"
     if info["missing"]:
         text += f" (missing: {', '.join(info['missing'])})"
     return text

@@ -26,7 +26,8 @@ def save_support(path: Path, support: Sequence[Record], root: Path, *, seed: int
     root = Path(root)
     payload = {
         "dataset": support[0].dataset, "category": support[0].category, "k": len(support),
-        "seed": seed, "rule": "numpy default_rng(seed).choice over normal train images sorted by path",
+        "seed": seed,
+        "rule": "numpy default_rng(seed).choice over normal train images sorted by path",
         "files": [r.path.relative_to(root).as_posix() for r in support],
     }
     path = Path(path)

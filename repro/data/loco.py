@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..metrics import DefectRegion, saturation_area
 from .common import (
@@ -90,7 +91,8 @@ def defect_regions(record: Record, config: dict[int, DefectSpec],
 
     The saturation area is computed at the original resolution as the official evaluation does
     and scaled by the area ratio when the mask is resized to ``size`` (h, w), so that
-    ``min(TP / saturation, 1)`` means the same fraction at any evaluation size.
+    ``min(TP / saturation, 1)`` means the same fraction at any evaluation size (at least one
+    pixel). The official evaluation runs at the original size: pass ``size=None`` for that.
     """
     regions = []
     original = image_size_of(record.path)
@@ -104,8 +106,12 @@ def defect_regions(record: Record, config: dict[int, DefectSpec],
         sat = saturation_area(int((raw > 0).sum()), spec.saturation_threshold,
                               spec.relative_saturation)
         mask = raw > 0 if size is None else read_mask(p, size)
+        if not mask.any():  # a defect thinner than a pixel at ``size``: keep every touched pixel
+            box = Image.fromarray((raw > 0).astype(np.uint8) * 255).resize(
+                (size[1], size[0]), Image.Resampling.BOX)
+            mask = np.asarray(box) > 0
         if size is not None:
-            sat *= (size[0] * size[1]) / (original[0] * original[1])
+            sat = max(sat * (size[0] * size[1]) / (original[0] * original[1]), 1.0)
         regions.append(DefectRegion(mask, sat))
     return regions
 

@@ -117,6 +117,15 @@ def _luma(img: Array) -> Array:
     return img @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+def _with_luma(rgb: Array, target: float) -> Array:
+    """The colour rescaled (then lifted towards white if needed) to the given luminance."""
+    out = np.clip(rgb * target / max(float(_luma(rgb)), 1e-3), 0, 1)
+    lum = float(_luma(out))
+    if lum < target:
+        out = out + (target - lum) / (1 - lum) * (1 - out)
+    return out.astype(np.float32)
+
+
 # --------------------------------------------------------------------------------------------
 # Category styles
 # --------------------------------------------------------------------------------------------
@@ -178,12 +187,15 @@ def _style(seed: int, name: str, *, texture: bool | None = None, gray: bool | No
                   "accent": _hsv(hue + r.uniform(-0.08, 0.08), r.uniform(0.3, 0.7),
                                  r.uniform(0.2, 0.35))}
     else:
+        # Fixed luminance ranges keep the part distinct from the background and dark defects
+        # (cracks, holes) visible on it, whatever the hue.
         dark_bg = r.uniform() < 0.6
         bg_v = r.uniform(0.1, 0.2) if dark_bg else r.uniform(0.8, 0.9)
-        body_v = r.uniform(0.6, 0.8) if dark_bg else r.uniform(0.3, 0.45)
+        body_l = r.uniform(0.5, 0.65) if dark_bg else r.uniform(0.38, 0.5)
         colors = {"bg": _hsv(hue + 0.5, r.uniform(0.0, 0.15), bg_v),
-                  "body": _hsv(hue, r.uniform(0.25, 0.65), body_v),
-                  "body2": _hsv(hue + r.uniform(0.25, 0.4), r.uniform(0.4, 0.7), body_v),
+                  "body": _with_luma(_hsv(hue, r.uniform(0.25, 0.65), 0.7), body_l),
+                  "body2": _with_luma(_hsv(hue + r.uniform(0.25, 0.4), r.uniform(0.4, 0.7), 0.7),
+                                      body_l + r.uniform(-0.05, 0.05)),
                   "accent": _hsv(hue + 0.1, 0.05, 0.93),
                   "dark": _hsv(hue, 0.3, 0.12)}
     foreign_h = hue + 0.5 + r.uniform(-0.1, 0.1)
@@ -311,13 +323,21 @@ def _render_texture(st: _Style, rng: np.random.Generator, size: tuple[int, int])
 # --------------------------------------------------------------------------------------------
 
 
+def _wave(t: Array, period: float, px: float) -> Array:
+    """sin(2 pi t / period), faded out as the period nears the pixel pitch (no aliasing moire)."""
+    fade = np.clip((period * px - 2.5) / 2.5, 0.0, 1.0)
+    return (np.sin(2 * np.pi * t / period) * fade).astype(np.float32)
+
+
 def _text_bars(u: Array, v: Array, cx: float, cy: float, a: float, b: float, px: float) -> Array:
-    """A few dark bars that read as printed text on a label."""
+    """Coverage of a few bars that read as printed text (faded ink: sharp, high-contrast
+    print would make sub-pixel jitter dominate the normal image-to-image variation)."""
     out = np.zeros_like(u)
+    thick = max(b / 7, 0.6 / px)  # never thinner than ~1 pixel: sub-pixel lines alias
     for i, frac in enumerate((0.75, 0.55, 0.65)):
         row = cy - b + (i + 1) * 2 * b / 4
-        out = np.maximum(out, _cov(_sd_box(u, v, cx - a * (1 - frac), row, a * frac, b / 9), px))
-    return out
+        out = np.maximum(out, _cov(_sd_box(u, v, cx - a * (1 - frac), row, a * frac, thick), px))
+    return 0.55 * out
 
 
 def _object_layers(kind: str, u: Array, v: Array, px: float, st: _Style,
@@ -331,7 +351,7 @@ def _object_layers(kind: str, u: Array, v: Array, px: float, st: _Style,
         for cx in (-0.26, 0.26):
             for cy in (-0.16, 0.16):
                 d = np.maximum(d, -_sd_circle(u, v, cx, cy, 0.04))
-        brushed = 0.04 * np.sin(2 * np.pi * v / 0.02)
+        brushed = 0.04 * _wave(v, 0.03, px)
         body = body * (1 + brushed[..., None])
         label = _cov(_sd_box(u, v, 0, 0, 0.13, 0.07, 0.01), px)
         body = _mix(body, col["accent"], label)
@@ -347,7 +367,7 @@ def _object_layers(kind: str, u: Array, v: Array, px: float, st: _Style,
         head = _sd_circle(u, v, 0, -0.28, 0.11)
         shaft = _sd_box(u, v, 0, 0.1, 0.055, 0.3, 0.03)
         d = np.minimum(head, shaft)
-        thread = 0.5 + 0.5 * np.sin(2 * np.pi * (v + 0.3 * u) / 0.04)
+        thread = 0.5 + 0.5 * _wave(v + 0.3 * u, 0.045, px)
         on_shaft = _cov(shaft, px) * (1 - _cov(head, px))
         body = body * (1 - 0.35 * (thread * on_shaft))[..., None]
         slot = _cov(_sd_box(u, v, 0, -0.28, 0.075, 0.016), px)
@@ -361,7 +381,7 @@ def _object_layers(kind: str, u: Array, v: Array, px: float, st: _Style,
         body = body + highlight[..., None]
     elif kind == "board":
         d = _sd_box(u, v, 0, 0, 0.36, 0.3, 0.02)
-        traces = (np.abs((v + 0.5) % 0.06 - 0.03) < 0.007) & (np.abs(u) < 0.3)
+        traces = np.clip((_wave(v, 0.06, px) - 0.6) * 2.5, 0, 1) * (np.abs(u) < 0.3)
         body = _mix(body, col["body"] * 1.3, traces.astype(np.float32))
         for cx, cy, a, b in ((-0.15, -0.1, 0.09, 0.07), (0.16, 0.12, 0.11, 0.05)):
             body = _mix(body, col["dark"], _cov(_sd_box(u, v, cx, cy, a, b, 0.005), px))
@@ -374,7 +394,7 @@ def _object_layers(kind: str, u: Array, v: Array, px: float, st: _Style,
         handle = _sd_box(u, v, 0.1, 0, 0.36, 0.05, 0.05)
         head = _sd_box(u, v, -0.3, 0, 0.13, 0.085, 0.03)
         d = np.minimum(handle, head)
-        bristles = 0.5 + 0.5 * np.sin(2 * np.pi * u / 0.03) * np.sin(2 * np.pi * v / 0.03)
+        bristles = 0.5 + 0.5 * _wave(u, 0.035, px) * _wave(v, 0.035, px)
         on_head = _cov(head, px)
         tufts = _mix(np.broadcast_to(col["accent"], shape), col["body2"], 0.5 * bristles)
         body = _mix(body, tufts, on_head)
@@ -394,8 +414,8 @@ def _render_object(st: _Style, rng: np.random.Generator,
     y, x = _grid(size)
     x = (x - w / 2) / s
     y = (y - h / 2) / s
-    dx, dy = rng.uniform(-0.025, 0.025, 2)
-    theta = np.deg2rad(st.rot0 + rng.uniform(-4, 4))
+    dx, dy = rng.uniform(-0.015, 0.015, 2)
+    theta = np.deg2rad(st.rot0 + rng.uniform(-2.5, 2.5))
     u, v = _rotated(x - dx, y - dy, theta)
     light = 1 + 0.12 * (0.6 * u - 0.8 * v)
     body, alpha = _object_layers(st.kind, u, v, float(s), st, rng)
@@ -500,17 +520,17 @@ def _draw_defect(kind: str, img: Array, rng: np.random.Generator,
         cy, cx = _pick_centre(rng, canvas.domain, max(1, int(0.02 * s)))
         if kind == "scratch":
             pts = _curve(rng, cy, cx, rng.uniform(0.3, 0.5) * s)
-            width = max(1.3, 0.02 * s) * rng.uniform(1.0, 1.3)
+            width = max(1.6, 0.02 * s) * rng.uniform(1.0, 1.3)
         else:
             pts = _walk(rng, cy, cx, rng.uniform(0.3, 0.45) * s)
-            width = max(1.2, 0.016 * s)
+            width = max(1.5, 0.016 * s)
         alpha = np.clip(width / 2 + 0.5 - _dist_to_points(size, pts), 0, 1) * dom
         if kind == "scratch":
             local = float(np.mean(lum[alpha > 0.5])) if (alpha > 0.5).any() else 0.5
             sign = 1.0 if local < 0.5 else -1.0
-            target = np.clip(img + sign * 0.45, 0, 1)
+            target = np.clip(img + sign * rng.uniform(0.3, 0.4), 0, 1)
         else:
-            target = img * 0.2
+            target = img * rng.uniform(0.25, 0.35)
         return _mix_img(img, target, alpha), alpha
     cy, cx = _pick_centre(rng, canvas.domain, max(1, int(0.04 * s)))
     if kind == "contamination":
@@ -534,7 +554,8 @@ def _draw_defect(kind: str, img: Array, rng: np.random.Generator,
     if kind == "color":
         alpha = _blob(rng, size, cy, cx, rng.uniform(0.06, 0.1) * s, 0.3) * dom
         tint = canvas.tint / max(float(_luma(canvas.tint[None, None])[0, 0]), 0.2)
-        target = np.clip(lum[..., None] * tint * 0.9 + 0.1 * canvas.tint, 0, 1)
+        recolored = lum[..., None] * tint * 0.9 + 0.1 * canvas.tint
+        target = np.clip(0.25 * img + 0.75 * recolored, 0, 1)
         return _mix_img(img, target, alpha), alpha
     raise ValueError(f"unknown defect kind {kind!r}")
 

@@ -1,0 +1,106 @@
+"""Paper tables shipped in the package, the join with our records, and the written outputs."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from repro import tables
+
+PAPERS = Path(__file__).resolve().parents[2] / "shared" / "papers"
+PAPER_FILE = {"n2n": "noise_to_norm.md", "tsdn": "tsdn.md", "pouta": "pouta.md",
+              "puad": "puad.md"}
+
+
+def test_all_eighteen_paper_tables_ship_with_the_package():
+    listed = tables.paper_tables()
+    assert len(listed) == 18
+    total = sum(len(tables.paper_table(p, t)) for p, t in listed)
+    assert total == 874  # the transcription's row count (paper_tables/README.md)
+    for p, t in listed:
+        df = tables.paper_table(p, t)
+        assert list(df.columns[:10]) == tables.COLUMNS
+        assert not df.duplicated(subset=tables.KEY).any(), (p, t)
+
+
+def test_every_printed_value_occurs_in_the_paper_text():
+    """Check the transcription against the paper text: each printed value string of a table is
+    found among the numbers of its paper (catches digit slips and invented cells)."""
+    if not PAPERS.is_dir():
+        pytest.skip(f"paper texts not found at {PAPERS}")
+    for paper, fname in PAPER_FILE.items():
+        numbers = set(re.findall(r"\d+(?:\.\d+)?", (PAPERS / fname).read_text()))
+        for p, t in tables.paper_tables():
+            if p != paper:
+                continue
+            missing = set(tables.paper_table(p, t)["printed"]) - numbers
+            assert not missing, f"{p}_{t}: values not in the paper text: {sorted(missing)}"
+
+
+def _record(category, value, variant="lambda=0.3"):
+    return {"key": {"paper": "n2n", "experiment": "table4", "dataset": "mpdd",
+                    "category": category, "variant": variant, "seed": 0, "profile": "smoke"},
+            "metrics": {"image_auroc": value},
+            "data": {"kind": "synthetic", "dataset": "mpdd", "present": [category],
+                     "missing": []},
+            "weights": {"kind": "none", "note": "trained from scratch"},
+            "device": "cpu (2 threads)"}
+
+
+def test_join_puts_our_value_next_to_the_printed_one():
+    ours = tables.cells_from_records(
+        [_record("metal_plate", 0.9), _record("tubes", 0.5)], paper="n2n", table="table4",
+        method="noise_to_norm", metrics={"image_auroc": "image_auroc"})
+    ours = tables.add_means(ours)
+    joined = tables.join_with_paper("n2n", "table4", ours)
+    row = joined[(joined.category == "metal_plate") & (joined.variant == "lambda=0.3")
+                 & (joined.metric == "image_auroc")].iloc[0]
+    printed = tables.paper_table("n2n", "table4")
+    expect = printed[(printed.category == "metal_plate") & (printed.variant == "lambda=0.3")
+                     & (printed.metric == "image_auroc")].value.iloc[0]
+    assert row.value == pytest.approx(90.0) and row.paper_value == expect
+    assert row["diff"] == pytest.approx(90.0 - expect)
+    assert row.profile == "smoke" and row.data.startswith("synthetic mpdd")
+    mean = joined[(joined.category == "mean") & (joined.variant == "lambda=0.3")
+                  & (joined.metric == "image_auroc")].iloc[0]
+    assert mean.value == pytest.approx(70.0) and "mean of 2 categories" in mean.note
+    # paper cells we did not compute stay visible with an empty value
+    lam0 = joined[(joined.variant == "lambda=0") & (joined.category == "tubes")]
+    assert len(lam0) == 2 and lam0.value.isna().all() and lam0.paper_value.notna().all()
+    assert set(joined.method) == {"noise_to_norm"}  # other methods' rows are not pulled in
+    assert list(joined.columns) == tables.OUT_COLUMNS
+
+
+def test_write_table_and_results_readme(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path))
+    monkeypatch.delenv("REPRO_STAGE_DIR", raising=False)
+    ours = tables.cells_from_records([_record("metal_plate", 0.9)], paper="n2n",
+                                     table="table4", method="noise_to_norm",
+                                     metrics={"image_auroc": "image_auroc"})
+    joined = tables.join_with_paper("n2n", "table4", ours)
+    csv_path = tables.write_table(joined, "n2n", "table4", "smoke")
+    assert csv_path == tmp_path / "smoke" / "tables" / "n2n_table4.csv"
+    back = pd.read_csv(csv_path, keep_default_na=True)
+    assert list(back.columns) == tables.OUT_COLUMNS and len(back) == len(joined)
+    md = csv_path.with_suffix(".md").read_text()
+    assert "**profile**: smoke" in md and "**device**: cpu (2 threads)" in md
+    assert re.search(r"lambda=0.3 \| image_auroc \|\s+90.00 \|\s+99.57 \|\s+-9.57 \|", md)
+    readme = tables.write_results_readme().read_text()
+    assert "## Profile `smoke`" in readme and "n2n table4" in readme
+
+
+def test_staging_dir_redirects_outputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_STAGE_DIR", str(tmp_path / "stage"))
+    assert tables.output_dir("smoke") == tmp_path / "stage"
+
+
+def test_unknown_table_is_a_clear_error():
+    with pytest.raises(ValueError, match="no paper table n2n_table9; known: n2n_table1"):
+        tables.paper_table("n2n", "table9")
+    assert math.isnan(tables.cells_from_records(
+        [_record("tubes", float("nan"))], paper="n2n", table="table4", method="noise_to_norm",
+        metrics={"image_auroc": "image_auroc"}).value.iloc[0])

@@ -86,7 +86,7 @@ def add_means(df: pd.DataFrame, category: str = "mean") -> pd.DataFrame:
         row["category"] = category
         row["value"] = g["value"].mean()
         row["note"] = f"mean of {g['category'].nunique()} categories: {', '.join(g['category'])}"
-        row["data"] = "; ".join(sorted(set(g["data"])))
+        row["data"] = "; ".join(sorted(set(g["data"])))  # e.g. "real mpdd/a; real mpdd/b"
         means.append(row)
     return pd.concat([df, pd.DataFrame(means)], ignore_index=True)
 
@@ -124,12 +124,37 @@ def output_dir(profile: str) -> Path:
 
 
 def header(df: pd.DataFrame) -> str:
-    """The provenance line printed above every table."""
+    """The provenance line printed above every table. The data part lists, per dataset, the
+    categories with a value and how many of the dataset's categories are missing."""
     parts = []
     for col in META:
         values = sorted({str(v) for v in df[col].dropna() if str(v)}) if col in df else []
+        if col == "data":
+            values = _summarise_data(values)
         parts.append(f"**{col}**: {'; '.join(values) or 'n/a'}")
     return " · ".join(parts)
+
+
+def _summarise_data(values: list[str]) -> list[str]:
+    """``["real mvtec_ad/grid", "real mvtec_ad/toothbrush"]`` ->
+    ``["real mvtec_ad: grid, toothbrush (13 of 15 categories missing)"]``."""
+    from .data import DATASETS
+
+    groups: dict[tuple[str, str], set[str]] = {}
+    for v in values:
+        for item in v.split("; "):
+            kind, _, rest = item.partition(" ")
+            dataset, _, cats = rest.partition("/")
+            groups.setdefault((kind, dataset), set()).update(c for c in cats.split(",") if c)
+    out = []
+    for (kind, dataset), cats in sorted(groups.items()):
+        text = f"{kind} {dataset}: {', '.join(sorted(cats))}"
+        if dataset in DATASETS:
+            n_all = len(DATASETS[dataset].categories)
+            missing = n_all - len(cats & set(DATASETS[dataset].categories))
+            text += f" ({missing} of {n_all} categories missing)" if missing else " (all)"
+        out.append(text)
+    return out
 
 
 def to_markdown(df: pd.DataFrame, title: str = "") -> str:
@@ -184,11 +209,10 @@ def write_results_readme(root: Path | None = None) -> Path:
 
 
 def _data_text(data: dict) -> str:
+    """``real mvtec_ad/grid``: kind, dataset and the categories the run read."""
     if not data:
         return ""
-    from .data import data_label
-
-    return data_label(data)
+    return f"{data['kind']} {data['dataset']}/{','.join(data['present'])}"
 
 
 def _weights_text(weights: dict) -> str:

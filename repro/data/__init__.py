@@ -97,18 +97,9 @@ def describe(data_root: Path, dataset: str, wanted: Sequence[str] | None = None)
     return info
 
 
-def data_label(info: dict) -> str:
-    """One-line form of :func:`describe` for table headers and the ``data`` column."""
-    n = len(info["present"])
-    text = f"{info['kind']} {info['dataset']}: {n} categor{'y' if n == 1 else 'ies'}"
-    if info["missing"]:
-        text += f" (missing: {', '.join(info['missing'])})"
-    return text
-
-
 __all__ = [
     "DATASETS", "DatasetError", "DatasetFormat", "ImageDataset", "Record", "Sample",
-    "categories", "data_label", "describe", "holdout_split", "is_synthetic", "list_records",
+    "categories", "describe", "holdout_split", "is_synthetic", "list_records",
     "load_mask", "load_split", "load_support", "present_categories", "read_image", "read_mask",
     "save_support", "select_support",
 ]

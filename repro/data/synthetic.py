@@ -24,7 +24,7 @@ import shutil
 import socket
 import uuid
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -500,7 +500,6 @@ def _blob(rng: np.random.Generator, size: tuple[int, int], cy: float, cx: float,
     """Irregular round region (radius modulated by low harmonics), as anti-aliased coverage."""
     y, x = _grid(size)
     ang = np.arctan2(y - cy, x - cx)
-    r = np.full_like(ang, r0)
     aspect = rng.uniform(0.6, 1.0)
     rot = rng.uniform(0, np.pi)
     r = r0 / np.sqrt(np.cos(ang - rot) ** 2 + (np.sin(ang - rot) / aspect) ** 2) * np.sqrt(aspect)
@@ -572,8 +571,10 @@ def _defect_with_mask(kind: str, img: Array, rng: np.random.Generator,
     best: tuple[Array, Array] | None = None
     for _ in range(30):
         new, alpha = _draw_defect(kind, img, rng, canvas)
-        changed = np.abs(new - img).max(axis=2) > 1.0 / 255
-        mask = changed | (alpha > 0.5)  # the changed pixels (a solid defect interior included)
+        # Changed by at least half a grey level (what can show after quantisation), plus the
+        # solid interior of the defect even where it happens to match the old colour.
+        changed = np.abs(new - img).max(axis=2) > 0.5 / 255
+        mask = changed | (alpha > 0.5)
         frac = mask.mean()
         if MIN_DEFECT_FRACTION <= frac <= MAX_DEFECT_FRACTION:
             return new, mask
@@ -588,9 +589,10 @@ def _defect_with_mask(kind: str, img: Array, rng: np.random.Generator,
 # --------------------------------------------------------------------------------------------
 
 
-def _sample(st: _Style, size: tuple[int, int], defect: str | None,
-            rng: np.random.Generator) -> tuple[Array, Array | None]:
-    """A normal image (defect None) or a defective one with its boolean mask."""
+def _draw_sample(st: _Style, size: tuple[int, int], defect: str | None,
+                 rng: np.random.Generator) -> tuple[Array, Array, Array | None]:
+    """(clean image, image with the defect, boolean mask) before camera effects; the two
+    images differ exactly inside the mask (kept separate so tests can check that)."""
     if st.texture:
         img = _render_texture(st, rng, size)
         canvas = _Canvas(np.ones(size, np.float32), None, st.colors["foreign"],
@@ -598,9 +600,16 @@ def _sample(st: _Style, size: tuple[int, int], defect: str | None,
     else:
         img, alpha, bg = _render_object(st, rng, size)
         canvas = _Canvas(alpha, bg, st.colors["foreign"], st.colors["tint"], st.gray)
-    mask = None
-    if defect is not None:
-        img, mask = _defect_with_mask(defect, img, rng, canvas)
+    if defect is None:
+        return img, img, None
+    damaged, mask = _defect_with_mask(defect, img, rng, canvas)
+    return img, damaged, mask
+
+
+def _sample(st: _Style, size: tuple[int, int], defect: str | None,
+            rng: np.random.Generator) -> tuple[Array, Array | None]:
+    """A normal image (defect None) or a defective one with its boolean mask."""
+    _, img, mask = _draw_sample(st, size, defect, rng)
     img = _finish(img, rng)
     if st.gray:
         img = np.repeat(_luma(img)[..., None], 3, axis=2)
@@ -717,17 +726,26 @@ _LOCO_LOGICAL = (("missing_round_item",), ("extra_round_item",), ("wrong_color",
 _LOCO_STRUCTURAL = ("scratch", "contamination", "broken_item")
 
 
+_LOCO_DEFECT_NAMES = ("missing_round_item", "missing_label", "extra_round_item", "wrong_color",
+                      "swapped_items", "scratch", "contamination", "broken_item")
+
+
+def _loco_pixel_value(name: str) -> int:
+    return 255 - _LOCO_DEFECT_NAMES.index(name)
+
+
 def _loco_config(size: tuple[int, int]) -> list[dict[str, object]]:
-    """defects_config.json entries; absolute thresholds are the missing part's pixel area."""
+    """defects_config.json entries, like the official file.
+
+    Missing parts use absolute saturation (the part's pixel area at this image size, as the
+    official thresholds are areas at full resolution); the other defects relative 1.0.
+    """
     s = min(size)
-    circle_area = int(round(np.pi * (0.1 * s) ** 2))
-    label_area = int(round(4 * 0.14 * 0.08 * s * s))
-    names = [("missing_round_item", False, circle_area), ("missing_label", False, label_area),
-             ("extra_round_item", True, 1.0), ("wrong_color", True, 1.0),
-             ("swapped_items", True, 1.0), ("scratch", True, 1.0), ("contamination", True, 1.0),
-             ("broken_item", True, 1.0)]
-    return [{"defect_name": n, "pixel_value": 255 - i, "saturation_threshold": thr,
-             "relative_saturation": rel} for i, (n, rel, thr) in enumerate(names)]
+    absolute = {"missing_round_item": int(round(np.pi * (0.1 * s) ** 2)),
+                "missing_label": int(round(4 * 0.14 * 0.08 * s * s))}
+    return [{"defect_name": n, "pixel_value": _loco_pixel_value(n),
+             "saturation_threshold": absolute.get(n, 1.0), "relative_saturation": n not in absolute}
+            for n in _LOCO_DEFECT_NAMES]
 
 
 def _part_layers(p: _Part, u: Array, v: Array, px: float, dark: Array) -> tuple[Array, Array]:
@@ -746,17 +764,22 @@ def _part_layers(p: _Part, u: Array, v: Array, px: float, dark: Array) -> tuple[
     return np.clip(rgb, 0, 1).astype(np.float32), _cov(d, px)
 
 
-def _loco_scene(st: _Style, rng: np.random.Generator, size: tuple[int, int]):
-    """Nominal part list plus a renderer; the rng draws the jitter once for all variants."""
+_Renderer = Callable[[Sequence[_Part]], tuple[Array, list[Array]]]
+
+
+def _loco_scene(st: _Style, rng: np.random.Generator,
+                size: tuple[int, int]) -> tuple[list[_Part], _Renderer, Array]:
+    """Nominal parts, a renderer for any part list (drawn on the same jittered tray, so all
+    variants of a scene align) and the tray coverage."""
     h, w = size
     s = min(h, w)
     y, x = _grid(size)
-    dx, dy = rng.uniform(-0.02, 0.02, 2)
+    dx, dy = rng.uniform(-0.012, 0.012, 2)
     u, v = (x - w / 2) / s - dx, (y - h / 2) / s - dy
     colors = [st.colors["body"], st.colors["accent"], st.colors["body2"]]
     parts = []
     for (name, shape, cx, cy), c in zip(_LOCO_PARTS, colors, strict=True):
-        jx, jy = rng.uniform(-0.01, 0.01, 2)
+        jx, jy = rng.uniform(-0.006, 0.006, 2)
         cj = np.clip(c * (1 + rng.uniform(-0.03, 0.03)), 0, 1)
         parts.append(_Part(name, shape, cx + jx, cy + jy, tuple(float(a) for a in cj)))
     table = st.colors["bg"] * (1 + 0.06 * u)[..., None] + 0.01 * _smooth_noise(rng, size, 2)[
@@ -765,7 +788,7 @@ def _loco_scene(st: _Style, rng: np.random.Generator, size: tuple[int, int]):
     tray_a = _cov(tray_d, s)
     rim = np.clip(tray_a - _cov(tray_d + 0.02, s), 0, 1)
     tray_col = np.clip(st.colors["bg"] * 0.3 + 0.6, 0, 1)
-    tray = _mix(np.broadcast_to(tray_col, (h, w, 3)), st.colors["dark"] * 2, rim)
+    tray = _mix(np.broadcast_to(tray_col, (h, w, 3)), 0.5 * tray_col + st.colors["dark"], rim)
     tray = tray * (1 + 0.02 * _smooth_noise(rng, size, 1.5))[..., None]
     empty = _mix(table, tray, tray_a).astype(np.float32)
     dark = st.colors["dark"]
@@ -779,13 +802,13 @@ def _loco_scene(st: _Style, rng: np.random.Generator, size: tuple[int, int]):
             alphas.append(a)
         return img.astype(np.float32), alphas
 
-    return parts, render, empty, tray_a
+    return parts, render, tray_a
 
 
 def _loco_sample(st: _Style, rng: np.random.Generator, size: tuple[int, int],
                  defects: Sequence[str]) -> tuple[Array, list[tuple[str, Array]]]:
     """A LOCO scene with the given logical or structural defects; returns (img, [(name, mask)])."""
-    parts, render, empty, tray_a = _loco_scene(st, rng, size)
+    parts, render, tray_a = _loco_scene(st, rng, size)
     _, nominal = render(parts)
     items = list(parts)
     masks: list[tuple[str, Array]] = []
@@ -809,7 +832,7 @@ def _loco_sample(st: _Style, rng: np.random.Generator, size: tuple[int, int],
             new = colorsys.hsv_to_rgb((hh + h_shift) % 1, max(ss, 0.6), max(vv, 0.5))
             items[idx] = replace(parts[k], color=tuple(float(c) for c in new))
             masks.append((name, nominal[k] > 0.02))
-        elif name == "swapped_items":
+        elif name == "swapped_items":  # never combined with a missing part: indices hold
             a, b = parts[1], parts[2]
             items[1] = replace(a, cx=b.cx, cy=b.cy)
             items[2] = replace(b, cx=a.cx, cy=a.cy)
@@ -850,10 +873,8 @@ def write_loco(root: str | os.PathLike[str], categories: Iterable[str], *, seed:
     for cat in categories:
         st = _style(seed, cat, texture=False)
         base = root / cat
-        config = _loco_config(size)
-        values = {str(c["defect_name"]): int(c["pixel_value"]) for c in config}  # type: ignore
         base.mkdir(parents=True, exist_ok=True)
-        (base / "defects_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (base / "defects_config.json").write_text(json.dumps(_loco_config(size), indent=2) + "\n")
         for split, sub, n in (("train", "good", n_train), ("validation", "good", n_validation),
                               ("test", "good", n_test_good)):
             for i in range(n):
@@ -868,7 +889,7 @@ def write_loco(root: str | os.PathLike[str], categories: Iterable[str], *, seed:
                 _save_image(img, base / "test" / folder / f"{i:03d}.png")
                 for j, (name, mask) in enumerate(masks):
                     _save_mask(mask, base / "ground_truth" / folder / f"{i:03d}" / f"{j:03d}.png",
-                               values[name])
+                               _loco_pixel_value(name))
     return root
 
 

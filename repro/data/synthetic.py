@@ -172,11 +172,13 @@ def _pick_defects(name: str, gray: bool) -> tuple[str, str]:
     return kinds[first], kinds[second]
 
 
-def _style(seed: int, name: str, *, texture: bool | None = None, gray: bool | None = None,
-           kind: str | None = None) -> _Style:
+def _style(seed: int, name: str, *, texture: bool | None = None,
+           gray: bool | None = None) -> _Style:
+    """The category's look; `texture`/`gray` override the name-based choice (VisA and LOCO are
+    always objects, DAGM always grayscale textures, whatever the caller names them)."""
     texture = is_texture(name) if texture is None else texture
-    gray = (name in GRAYSCALE_NAMES) if gray is None else gray
-    kind = kind or _pick_kind(name, texture)
+    gray = (texture and name in GRAYSCALE_NAMES) if gray is None else gray
+    kind = _pick_kind(name, texture)
     r = _rng("style", seed, name)
     hue = r.uniform()
     if gray:

@@ -176,9 +176,22 @@ def write_table(df: pd.DataFrame, paper: str, table: str, profile: str) -> Path:
     return csv_path
 
 
+def coverage(root: Path, profile: str, paper: str, table: str) -> str:
+    """``12/42`` (cells of the paper's own method with our value) or ``not run``."""
+    path = root / profile / "tables" / f"{paper}_{table}.csv"
+    if not path.is_file():
+        return "not run"
+    df = pd.read_csv(path, keep_default_na=True)
+    own = df[df["paper_value"].notna()]
+    return f"{int(own['value'].notna().sum())}/{len(own)}"
+
+
 def write_results_readme(root: Path | None = None) -> Path:
-    """``results/README.md``: every table rendered so far, per profile, in one page."""
+    """``results/README.md``: the state of the whole reproduction on one page: coverage of every
+    paper table per profile, then every rendered table and the benchmarks."""
     root = Path(root) if root is not None else results_dir()
+    profiles = sorted(p.name for p in root.iterdir() if (p / "tables").is_dir()) \
+        if root.is_dir() else []
     lines = [
         "# Results",
         "",
@@ -188,21 +201,28 @@ def write_results_readme(root: Path | None = None) -> Path:
         "that produced it. `smoke` numbers come from tiny synthetic data and only show that the",
         "code path works; they are not a reproduction. `-` marks a cell not computed yet.",
         "",
+        "## Coverage of the papers' tables",
+        "",
+        "Printed cells that have our value, per profile (`not run`: no notebook has rendered the",
+        "table under that profile yet).",
+        "",
     ]
-    profiles = sorted(p for p in root.iterdir() if (p / "tables").is_dir()) if root.is_dir() else []
-    if not profiles:
-        lines.append("No tables rendered yet.")
+    rows = [[p, t, *(coverage(root, prof, p, t) for prof in profiles)]
+            for p, t in paper_tables()]
+    lines += [tabulate(rows, headers=["paper", "table", *profiles], tablefmt="pipe"), ""]
     for prof in profiles:
-        lines += [f"## Profile `{prof.name}`", ""]
-        notebooks = sorted(prof.glob("*.ipynb"))
+        lines += [f"## Profile `{prof}`", ""]
+        notebooks = sorted((root / prof).glob("*.ipynb"))
         if notebooks:
             lines += ["Executed notebooks: " + ", ".join(
-                f"[{n.name}]({prof.name}/{n.name})" for n in notebooks), ""]
-        for md in sorted((prof / "tables").glob("*.md")):
-            lines += [md.read_text().rstrip(), ""]
-        bench = prof / "benchmarks"
-        for md in sorted(bench.glob("*.md")) if bench.is_dir() else []:
-            lines += [md.read_text().rstrip(), ""]
+                f"[{n.name}]({prof}/{n.name})" for n in notebooks), ""]
+        for md in sorted((root / prof / "tables").glob("*.md")):
+            lines += [md.read_text().rstrip().replace("### ", "### Table: ", 1), ""]
+    bench = root / "benchmarks"
+    if bench.is_dir() and any(bench.glob("*.md")):
+        lines += ["## Benchmarks", ""]
+        for md in sorted(bench.glob("*.md")):
+            lines += [md.read_text().rstrip().replace("# ", "### ", 1), ""]
     path = root / "README.md"
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
     return path

@@ -90,7 +90,10 @@ def test_write_table_and_results_readme(tmp_path, monkeypatch):
     assert "**profile**: smoke" in md and "**device**: cpu (2 threads)" in md
     assert re.search(r"lambda=0.3 \| image_auroc \|\s+90.00 \|\s+99.57 \|\s+-9.57 \|", md)
     readme = tables.write_results_readme().read_text()
-    assert "## Profile `smoke`" in readme and "n2n table4" in readme
+    assert "## Profile `smoke`" in readme and "Table: n2n table4" in readme
+    assert tables.coverage(tmp_path, "smoke", "n2n", "table4") == "1/56"
+    assert tables.coverage(tmp_path, "smoke", "n2n", "table5") == "not run"
+    assert re.search(r"\| n2n\s+\| table4\s+\| 1/56", readme)
 
 
 def test_staging_dir_redirects_outputs(tmp_path, monkeypatch):

@@ -138,6 +138,13 @@ def list_images(folder: Path) -> list[Path]:
     )
 
 
+def check_choice(dataset: str, what: str, value: str, choices) -> None:
+    """``unknown mvtec_ad category 'gird'; expected one of: bottle, cable, ...``"""
+    if value not in choices:
+        raise DatasetError(f"unknown {dataset} {what} '{value}'; expected one of: "
+                           f"{', '.join(choices)}")
+
+
 def require_dir(path: Path, what: str, hint: str = "") -> Path:
     if not path.is_dir():
         raise DatasetError(f"{what} not found: {path}" + (f". {hint}" if hint else ""))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import DatasetError, Record, list_images, require_dir, require_nonempty
+from .common import Record, check_choice, list_images, require_dir, require_nonempty
 
 DAGM_CATEGORIES = tuple(f"Class{i}" for i in range(1, 11))
 SPLITS = {"train": "Train", "test": "Test"}
@@ -16,11 +16,8 @@ def list_records(root: Path, category: str, split: str) -> list[Record]:
 
     DAGM's Train folder holds defective images too: unsupervised methods filter ``label == 0``.
     """
-    if category not in DAGM_CATEGORIES:
-        raise DatasetError(f"unknown dagm category '{category}'; expected one of: "
-                           f"{', '.join(DAGM_CATEGORIES)}")
-    if split not in SPLITS:
-        raise DatasetError(f"unknown dagm split '{split}'; expected 'train' or 'test'")
+    check_choice("dagm", "category", category, DAGM_CATEGORIES)
+    check_choice("dagm", "split", split, tuple(SPLITS))
     root = Path(root)
     require_dir(root, "dagm root", "Set DATA_ROOT (see README, 'Data').")
     cat_dir = require_dir(root / category, "dagm class folder",

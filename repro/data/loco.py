@@ -16,6 +16,7 @@ from ..metrics import DefectRegion, saturation_area
 from .common import (
     DatasetError,
     Record,
+    check_choice,
     image_size_of,
     list_images,
     read_mask,
@@ -40,11 +41,8 @@ class DefectSpec:
 
 
 def list_records(root: Path, category: str, split: str) -> list[Record]:
-    if category not in LOCO_CATEGORIES:
-        raise DatasetError(f"unknown mvtec_loco category '{category}'; expected one of: "
-                           f"{', '.join(LOCO_CATEGORIES)}")
-    if split not in SPLITS:
-        raise DatasetError(f"unknown mvtec_loco split '{split}'; expected one of: {SPLITS}")
+    check_choice("mvtec_loco", "category", category, LOCO_CATEGORIES)
+    check_choice("mvtec_loco", "split", split, SPLITS)
     root = Path(root)
     require_dir(root, "mvtec_loco root", "Set DATA_ROOT (see README, 'Data').")
     cat_dir = require_dir(root / category, "mvtec_loco category folder",

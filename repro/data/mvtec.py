@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import DatasetError, Record, list_images, require_dir, require_nonempty
+from .common import (
+    DatasetError,
+    Record,
+    check_choice,
+    list_images,
+    require_dir,
+    require_nonempty,
+)
 
 MVTEC_AD_CATEGORIES = (
     "bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather", "metal_nut", "pill",
@@ -21,11 +28,8 @@ SPLITS = ("train", "test")
 def list_records(root: Path, category: str, split: str, *, dataset: str = "mvtec_ad",
                  categories: tuple[str, ...] = MVTEC_AD_CATEGORIES) -> list[Record]:
     """Records of one category and split. Normal images have ``defect_type == "good"``."""
-    if category not in categories:
-        raise DatasetError(
-            f"unknown {dataset} category '{category}'; expected one of: {', '.join(categories)}")
-    if split not in SPLITS:
-        raise DatasetError(f"unknown {dataset} split '{split}'; expected one of: {SPLITS}")
+    check_choice(dataset, "category", category, categories)
+    check_choice(dataset, "split", split, SPLITS)
     root = Path(root)
     require_dir(root, f"{dataset} root", "Set DATA_ROOT to the folder holding one subfolder per "
                 "dataset (see README, 'Data').")

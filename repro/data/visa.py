@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from .common import DatasetError, Record, require_dir, require_nonempty
+from .common import DatasetError, Record, check_choice, require_dir, require_nonempty
 
 VISA_CATEGORIES = (
     "candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1", "macaroni2", "pcb1",
@@ -30,11 +30,8 @@ def read_split_csv(root: Path) -> list[dict[str, str]]:
 
 
 def list_records(root: Path, category: str, split: str) -> list[Record]:
-    if category not in VISA_CATEGORIES:
-        raise DatasetError(
-            f"unknown visa category '{category}'; expected one of: {', '.join(VISA_CATEGORIES)}")
-    if split not in ("train", "test"):
-        raise DatasetError(f"unknown visa split '{split}'; expected 'train' or 'test'")
+    check_choice("visa", "category", category, VISA_CATEGORIES)
+    check_choice("visa", "split", split, ("train", "test"))
     root = Path(root)
     require_dir(root, "visa root", "Set DATA_ROOT (see README, 'Data').")
     rows = [r for r in read_split_csv(root) if r["object"] == category and r["split"] == split]

@@ -82,6 +82,10 @@ def data_id(data_root: str | os.PathLike | None, profile: Profile) -> str:
 def resolve_data_root(data_root: str | os.PathLike | None, profile: Profile) -> Path:
     """``DATA_ROOT`` if given, else the profile's, else synthetic data written to the cache."""
     value = _data_value(data_root, profile)
+    if value is None and profile.needs_real_data:
+        raise DatasetError(f"PROFILE={profile.name} needs the real datasets: set DATA_ROOT to the "
+                           "folder holding mvtec_ad/, mpdd/, visa/, mvtec_loco/, dagm/, dtd/ "
+                           "(see README, 'Data').")
     if value is None:
         return ensure_synthetic(cache_dir() / "data", profile.synthetic)
     path = resolve_path(value)

@@ -20,6 +20,7 @@ class Profile:
     name: str
     description: str
     data_root: str | None  # None: synthetic data generated from ``synthetic``
+    needs_real_data: bool = False  # True: refuse to fall back to synthetic data
     synthetic: SyntheticSpec = field(default_factory=SyntheticSpec)
     overrides: dict[str, dict] = field(default_factory=dict)  # paper -> config overrides
 
@@ -44,6 +45,7 @@ PROFILES: dict[str, Profile] = {
         "paper",
         "every printed hyperparameter; full datasets under DATA_ROOT; a GPU",
         data_root=None,
+        needs_real_data=True,
     ),
     "real_subset": Profile(
         "real_subset",

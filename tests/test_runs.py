@@ -146,3 +146,12 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_run(tmp_path):
     assert resumed["metrics"] == clean["metrics"]
     assert resumed["extra"]["final_loss"] == clean["extra"]["final_loss"]
     assert neighbour.read_bytes() == before
+
+
+def test_paper_profile_refuses_synthetic_data():
+    from repro.data import DatasetError
+    from repro.experiments import resolve_data_root
+    from repro.profiles import get_profile
+
+    with pytest.raises(DatasetError, match="PROFILE=paper needs the real datasets"):
+        resolve_data_root("", get_profile("paper"))

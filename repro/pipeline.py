@@ -33,6 +33,25 @@ def notebook_list(notebooks: list[str] | None = None) -> list[Path]:
     return paths
 
 
+VOLATILE = ("start_time", "end_time", "duration", "exception")
+
+
+def strip_volatile_metadata(path: Path) -> None:
+    """Drop papermill's per-cell timestamps so a rerun that reproduces the same outputs leaves
+    the committed notebook's diff readable (the parameters stay)."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for meta in [nb.metadata.get("papermill", {})] + [c.metadata.get("papermill", {})
+                                                      for c in nb.cells]:
+        for k in VOLATILE:
+            meta.pop(k, None)
+    for c in nb.cells:
+        c.metadata.pop("execution", None)
+    nb.metadata["papermill"].pop("environment_variables", None)
+    nbformat.write(nb, path)
+
+
 def execute(notebook: Path, out_dir: Path, parameters: dict, timeout: int | None = None) -> Path:
     """Execute one notebook; on success move it and its staged outputs into ``out_dir``."""
     import papermill
@@ -62,6 +81,7 @@ def execute(notebook: Path, out_dir: Path, parameters: dict, timeout: int | None
                 dst = out_dir / src.relative_to(staged)
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(src, dst)
+        strip_volatile_metadata(tmp_nb)
         final = out_dir / notebook.name
         os.replace(tmp_nb, final)
     return final

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..metrics import DefectRegion, saturation_area
+from ..metrics import LOCO_DEFECT_TYPES, DefectRegion, saturation_area
 from .common import (
     DatasetError,
     Record,
@@ -29,7 +29,7 @@ LOCO_CATEGORIES = (
     "breakfast_box", "juice_bottle", "pushpins", "screw_bag", "splicing_connectors",
 )
 SPLITS = ("train", "validation", "test")
-TEST_TYPES = ("good", "logical_anomalies", "structural_anomalies")
+TEST_TYPES = LOCO_DEFECT_TYPES  # good, logical_anomalies, structural_anomalies
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,18 @@ def _baseline(ctx: RunContext, data_root: Path) -> dict:
     return baseline.run(ctx, data_root)
 
 
+def _n2n(ctx: RunContext, data_root: Path) -> dict:
+    from .methods import n2n
+
+    return n2n.run(ctx, data_root)
+
+
 EXPERIMENTS: dict[tuple[str, str], Experiment] = {
     ("baseline", "ae"): Experiment("baseline", "ae", _baseline),
+    # One experiment for all five tables: "default" is lambda=0.3 with RAM (Tables 1-3, the
+    # lambda=0.3 column of Table 4, the RAM column of Table 5); variants lam=0/0.2/0.4 and
+    # ram=false give the other columns.
+    ("n2n", "main"): Experiment("n2n", "main", _n2n),
 }
 
 

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .env import versions
@@ -68,6 +69,20 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez_compressed`` to a temp file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez_compressed(tmp, **arrays)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -140,6 +155,17 @@ class RunStore:
     def path(self, key: RunKey) -> Path:
         return self.runs_dir / f"{key.slug()}.json"
 
+    def arrays_path(self, key: RunKey) -> Path:
+        return self.runs_dir / f"{key.slug()}.npz"
+
+    def arrays(self, key: RunKey) -> dict[str, np.ndarray]:
+        """Small arrays a run saved beside its record (e.g. examples for a figure)."""
+        path = self.arrays_path(key)
+        if not path.is_file():
+            return {}
+        with np.load(path) as f:
+            return {k: f[k] for k in f.files}
+
     def get(self, key: RunKey) -> dict | None:
         path = self.path(key)
         if not path.is_file():
@@ -173,7 +199,8 @@ class RunStore:
             data: dict, weights: dict, data_id: str = "") -> dict:
         """Return the finished record of ``key``, computing it with ``fn(ctx)`` if needed.
 
-        ``fn`` returns ``{"metrics": {...}}`` plus optional ``"extra"`` (small per-image data).
+        ``fn`` returns ``{"metrics": {...}}`` plus optional ``"extra"`` (small per-image data)
+        and ``"arrays"`` (small numpy arrays saved beside the record as ``<slug>.npz``).
         An existing record is reused only when its config and ``data_id`` match; a record with
         another config is replaced, but only after the new run has finished.
         """
@@ -205,6 +232,8 @@ class RunStore:
             "started": started,
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        if out.get("arrays"):  # written first: a record on disk implies its arrays exist
+            atomic_write_npz(self.arrays_path(key), out["arrays"])
         atomic_write_text(self.path(key), dump_json(record))
         shutil.rmtree(ctx.checkpoint_dir, ignore_errors=True)
         return record

@@ -176,14 +176,36 @@ def write_table(df: pd.DataFrame, paper: str, table: str, profile: str) -> Path:
     return csv_path
 
 
+def own_cells(df: pd.DataFrame, paper: str) -> pd.Series:
+    """Rows that are the paper's own results (its method, its ablation variants, and the
+    EfficientAD / vanilla baselines it re-implements), as opposed to baselines quoted from
+    other papers."""
+    variant = df["variant"].fillna("").astype(str)
+    return df["method"].isin([OWN_METHOD.get(paper, paper), "efficientad", "vanilla"]) \
+        | (variant != "")
+
+
 def coverage(root: Path, profile: str, paper: str, table: str) -> str:
-    """``12/42`` (cells of the paper's own method with our value) or ``not run``."""
+    """``12/42`` (the paper's own printed cells that have our value) or ``not run``."""
     path = root / profile / "tables" / f"{paper}_{table}.csv"
     if not path.is_file():
         return "not run"
     df = pd.read_csv(path, keep_default_na=True)
-    own = df[df["paper_value"].notna()]
+    own = df[df["paper_value"].notna() & own_cells(df, paper)]
     return f"{int(own['value'].notna().sum())}/{len(own)}"
+
+
+def wide_view(joined: pd.DataFrame, paper: str, metric: str, by: str = "method") -> pd.DataFrame:
+    """One row per category: the printed baseline columns, then the paper's own value, ours and
+    the difference (for rendering; the long CSV stays the source of truth)."""
+    df = joined[joined["metric"] == metric]
+    own = own_cells(df, paper)
+    cats = list(dict.fromkeys(df["category"]))
+    base = df[~own].pivot_table(index="category", columns=by, values="paper_value",
+                                sort=False)
+    mine = df[own].set_index("category")[["paper_value", "value", "diff"]].rename(
+        columns={"paper_value": "paper", "value": "ours"})
+    return base.join(mine, how="outer").reindex(cats)
 
 
 def write_results_readme(root: Path | None = None) -> Path:

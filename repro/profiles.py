@@ -85,9 +85,9 @@ PROFILES: dict[str, Profile] = {
         overrides={
             "baseline": {"image_size": 64, "steps": 150, "checkpoint_every": 25,
                          "smooth_sigma": 1.0},
-            # CPU budget: about 5 minutes per run on 2 cores (see notebook 01)
-            "n2n": {"image_size": 128, "width": 16, "max_epochs": 40, "patience": 10,
-                    "map_sigma": 2.0, "lr": 1e-3},
+            # CPU budget: a few minutes per run on 2 cores (see notebook 01)
+            "n2n": {"image_size": 128, "width": 16, "max_epochs": 60, "patience": 15,
+                    "batch_size": 4, "map_sigma": 2.0, "lr": 1e-3},
         },
     ),
     "smoke": Profile(
@@ -98,8 +98,8 @@ PROFILES: dict[str, Profile] = {
         overrides={
             "baseline": {"image_size": 64, "steps": 150, "checkpoint_every": 25,
                          "smooth_sigma": 1.0},
-            "n2n": {"image_size": 64, "width": 8, "max_epochs": 6, "patience": 3,
-                    "map_sigma": 1.0, "lr": 1e-3, "latency_size": 64},
+            "n2n": {"image_size": 32, "width": 8, "max_epochs": 40, "patience": 10,
+                    "batch_size": 4, "map_sigma": 1.0, "lr": 1e-3, "latency_size": 32},
         },
     ),
 }

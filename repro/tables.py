@@ -200,7 +200,8 @@ def wide_view(joined: pd.DataFrame, paper: str, metric: str, by: str = "method")
     the difference (for rendering; the long CSV stays the source of truth)."""
     df = joined[joined["metric"] == metric]
     own = own_cells(df, paper)
-    cats = list(dict.fromkeys(df["category"]))
+    cats = [c for c in dict.fromkeys(df["category"]) if c != "mean"]
+    cats += ["mean"] if "mean" in set(df["category"]) else []
     base = df[~own].pivot_table(index="category", columns=by, values="paper_value",
                                 sort=False)
     mine = df[own].set_index("category")[["paper_value", "value", "diff"]].rename(

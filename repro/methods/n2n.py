@@ -186,7 +186,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(x0)
+                total += loss.item() * len(x0)
                 n_seen += len(x0)
             sched.step()
             val_loss = validation_loss(net, x_val, cfg, key.seed)

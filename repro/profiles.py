@@ -98,7 +98,7 @@ PROFILES: dict[str, Profile] = {
         overrides={
             "baseline": {"image_size": 64, "steps": 150, "checkpoint_every": 25,
                          "smooth_sigma": 1.0},
-            "n2n": {"image_size": 32, "width": 8, "max_epochs": 40, "patience": 10,
+            "n2n": {"image_size": 32, "width": 8, "max_epochs": 25, "patience": 8,
                     "batch_size": 4, "map_sigma": 1.0, "lr": 1e-3, "latency_size": 32},
         },
     ),

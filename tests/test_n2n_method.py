@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from repro.methods.n2n import add_noise, normalise
-from repro.networks.n2n import count_parameters, n2n_net
+from repro.networks import count_parameters
+from repro.networks.n2n import n2n_net
 
 
 def test_equation_1_in_normalised_units_equals_blending_raw_images():

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from repro.networks import count_parameters
 from repro.networks.n2n import (
     SKFF,
     N2NNet,
     ResidualAttention,
-    count_parameters,
     n2n_net,
 )
 

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from ..data import ImageDataset, list_records
 from ..evaluate import evaluate
 from ..kernels import gaussian_blur
-from ..networks.baseline import conv_autoencoder, count_parameters
+from ..networks import count_parameters
+from ..networks.baseline import conv_autoencoder
 from ..runs import RunContext
 
 

@@ -23,7 +23,8 @@ from ..data import ImageDataset, holdout_split, list_records, load_mask
 from ..evaluate import evaluate
 from ..kernels import gaussian_blur
 from ..kernels.msssim import mix_loss, mix_map
-from ..networks.n2n import count_parameters, n2n_net
+from ..networks import count_parameters
+from ..networks.n2n import n2n_net
 from ..runs import RunContext
 
 DATA_RANGE = 2.0  # images normalised with mean 0.5, std 0.5 live in [-1, 1]

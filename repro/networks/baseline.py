@@ -22,7 +22,3 @@ def conv_autoencoder(width: int = 32, bottleneck: int = 16) -> nn.Sequential:
         nn.ConvTranspose2d(2 * w, w, 4, 2, 1), nn.ReLU(inplace=True),  # 1/2
         nn.ConvTranspose2d(w, 3, 4, 2, 1), nn.Sigmoid(),  # 1/1
     )
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

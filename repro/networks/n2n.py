@@ -237,7 +237,3 @@ class N2NNet(nn.Module):
 def n2n_net(*, width: int = 64, ram: bool = True) -> N2NNet:
     """Builder: the full model (``ram=True``) or the Table 5 ablation (``ram=False``)."""
     return N2NNet(width=width, ram=ram)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

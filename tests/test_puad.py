@@ -278,8 +278,8 @@ def test_interrupted_training_resumes_from_its_checkpoint(synthetic_root, tmp_pa
                   variant="steps=8,checkpoint_every=4,distil_steps=2,latency_repeats=2,"
                           "lite0_weights=null")
     with pytest.raises(KeyboardInterrupt):
-        run_cell("puad", "main", "mvtec_loco", "pushpins", **kwargs)
+        run_cell("puad", "main", "mvtec_loco", "juice_bottle", **kwargs)
     assert not list((tmp_path / "results").rglob("*.json"))  # no record from a dead run
     monkeypatch.setattr(puad, "augment", real_augment)
-    rec = run_cell("puad", "main", "mvtec_loco", "pushpins", **kwargs)
+    rec = run_cell("puad", "main", "mvtec_loco", "juice_bottle", **kwargs)
     assert rec["resumed_from_step"] == 4 and len(rec["extra"]["history"]) == 8

@@ -93,6 +93,30 @@ PAPER_CONFIG: dict[str, dict] = {
         "latency_repeats": 100,  # ours: median of 100 timed calls after 10 warm-up calls
         "spro": True,  # sPRO at FPR 0.05 of the EfficientAD maps (needs per-defect mask values)
     },
+    # POUTA (Wang et al.), Sec. III and IV-A; vanilla = Fig. 4(a) (DRAEM-like). "printed" = in
+    # the paper, "DRAEM" / "MemSeg" = their public code (reference notes 3), "ours" = our choice.
+    "pouta": {
+        "image_size": 224,  # printed: images resized to 224x224
+        "epochs": 600,  # printed
+        "batch_size": 8,  # printed
+        "lr": 2e-4,  # printed: Adam
+        "lr_milestones": [0.8, 0.9],  # printed: x0.2 at epochs 480 and 540 (of 600)
+        "lr_gamma": 0.2,  # printed
+        "mss_weights": [0.4, 0.3, 0.2, 0.1],  # printed "0, 4, 0.3, 0.2 and 0.1": read as 0.4..0.1
+        "focal_gamma": 2.0,  # DRAEM: focal loss on softmax probabilities, gamma 2, no alpha
+        "ssim_sigma": 1.5,  # DRAEM: 11x11 Gaussian SSIM (sigma 1.5, radius 5)
+        "score_pool": 21,  # printed: image score = max of the 21x21 average-pooled map
+        "rec_width": 56,  # ours: reconstructive base width b (DRAEM: 128), fitted to Table VI
+        "vanilla_width": 47,  # ours: vanilla U-Net base width d (DRAEM: 64), fitted to Table VI
+        "c2f_widths": [96, 96, 192, 384],  # ours: FCM/HSG channels c_1..c_4, fitted to Table VI
+        "p_anomaly": 0.5,  # DRAEM: half of the training samples stay normal
+        "p_texture": 0.5,  # ours (MemSeg's ratio): DTD source vs transformed self
+        "beta_max": 0.8,  # DRAEM: blend factor beta ~ U(0, 0.8)
+        "foreground": True,  # MemSeg: Perlin mask restricted to the object's foreground
+        "checkpoint_every": 10,  # epochs
+        "latency_size": 224,
+        "latency_repeats": 50,
+    },
     "baseline": {
         "image_size": 256,  # our choice, the usual MVTec resolution
         "width": 32,  # channels of the first conv; doubled at each of 3 downsamplings

@@ -48,6 +48,12 @@ def _puad(ctx: RunContext, data_root: Path) -> dict:
     return puad.run(ctx, data_root)
 
 
+def _pouta(ctx: RunContext, data_root: Path) -> dict:
+    from .methods import pouta
+
+    return pouta.run(ctx, data_root)
+
+
 def _puad_weights(config: dict) -> dict:
     """What the PUAD teacher comes from (the only pretrained part); details in extra.teacher."""
     if config["teacher_weights"]:
@@ -67,6 +73,9 @@ EXPERIMENTS: dict[tuple[str, str], Experiment] = {
     # One EfficientAD per (size, category) gives every PUAD table: "default" is size S, variant
     # size=M. The teacher is distilled from an ImageNet backbone (see repro.methods.teacher).
     ("puad", "main"): Experiment("puad", "main", _puad, weights=_puad_weights),
+    # POUTA: "default" is the full model on all training images (Tables I-III, the POUTA row of
+    # Table V); model=<Table V row> and shots=<k> (Table IV) are the other cells.
+    ("pouta", "main"): Experiment("pouta", "main", _pouta),
 }
 
 

@@ -96,6 +96,8 @@ PAPER_CONFIG: dict[str, dict] = {
     # POUTA (Wang et al.), Sec. III and IV-A; vanilla = Fig. 4(a) (DRAEM-like). "printed" = in
     # the paper, "DRAEM" / "MemSeg" = their public code (reference notes 3), "ours" = our choice.
     "pouta": {
+        "model": "pouta",  # Table V rows: vanilla, pouta_base, pouta_base_hsg, pouta_base_mss
+        "shots": 0,  # Table IV: k training images (0: all); the support lists are committed
         "image_size": 224,  # printed: images resized to 224x224
         "epochs": 600,  # printed
         "batch_size": 8,  # printed
@@ -114,7 +116,8 @@ PAPER_CONFIG: dict[str, dict] = {
         "beta_max": 0.8,  # DRAEM: blend factor beta ~ U(0, 0.8)
         "foreground": True,  # MemSeg: Perlin mask restricted to the object's foreground
         "checkpoint_every": 10,  # epochs
-        "latency_size": 224,
+        "workers": 0,  # DataLoader workers for the synthesis (0: in the main process)
+        "latency_size": 224,  # Table VI: cost at 224x224, batch 1
         "latency_repeats": 50,
     },
     "baseline": {
@@ -163,6 +166,9 @@ PROFILES: dict[str, Profile] = {
                          "smooth_sigma": 1.0},
             "n2n": {"image_size": 32, "width": 8, "max_epochs": 25, "patience": 8,
                     "batch_size": 4, "map_sigma": 1.0, "lr": 1e-3, "latency_size": 32},
+            "pouta": {"image_size": 32, "epochs": 6, "batch_size": 4, "rec_width": 8,
+                      "vanilla_width": 8, "c2f_widths": [8, 8, 16, 32], "score_pool": 3,
+                      "checkpoint_every": 3, "latency_size": 32, "latency_repeats": 10},
             "puad": {"image_size": 64, "steps": 80, "distil_steps": 30, "distil_batch": 4,
                      "distil_stats_images": 64, "checkpoint_every": 40, "latency_size": 64},
         },

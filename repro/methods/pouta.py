@@ -1,0 +1,247 @@
+"""POUTA (Wang et al.) and its vanilla baseline: train on normal images with synthetic anomalies,
+predict a pixel map; image score = max of the 21x21 average-pooled map.
+
+Losses (Eqs. 1, 5-8): ``L_rec = MSE + (1 - SSIM)`` between the reconstruction and the clean
+image; ``L_pre = focal + L1`` on the final map ``M_p``; ``L_MSS = sum_i lambda_i (focal + L1)`` on
+the MSS heads (POUTA variants with MSS). The focal loss is DRAEM's: on softmax probabilities,
+gamma 2, no class weights. The L1 term is between the anomaly probability and the mask.
+Adam (2e-4), batch 8, 600 epochs, lr x0.2 at 80 % and 90 % of the epochs, 224x224.
+An epoch is one pass over the training images (each drawn once, each a fresh synthetic sample).
+Every unstated value is in ``repro.profiles.PAPER_CONFIG["pouta"]``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+from tqdm.auto import tqdm
+
+from ..data import ImageDataset, list_records, load_mask, load_support, save_support
+from ..data import select_support as choose_support
+from ..data.dtd import list_textures
+from ..evaluate import evaluate
+from ..kernels.msssim import ssim_map
+from ..kernels.synthesis import FOREGROUND, SynthesisConfig, foreground_mask, synthesize
+from ..networks import count_parameters
+from ..networks.pouta import build
+from ..runs import RunContext
+
+
+def focal_loss(probs: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """DRAEM's focal loss on softmax probabilities (B, 2, H, W) against a {0, 1} mask
+    (B, 1, H, W): ``-(1 - p_t)^gamma log p_t`` with p_t the true class's probability (one-hot
+    smoothed by 1e-5 as DRAEM), averaged over pixels."""
+    target = torch.cat([1 - mask, mask], dim=1).clamp(1e-5, 1 - 1e-5)
+    pt = (target * probs).sum(1) + 1e-5
+    return (-(1 - pt) ** gamma * pt.log()).mean()
+
+
+def segmentation_loss(logits: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Eqs. 5 and 7: focal + L1 between the anomaly probability and the mask."""
+    probs = logits.softmax(1)
+    return focal_loss(probs, mask, gamma) + (probs[:, 1:] - mask).abs().mean()
+
+
+def reconstruction_loss(recon: torch.Tensor, clean: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Eq. 1: MSE + (1 - SSIM), SSIM with an 11x11 Gaussian window on [0, 1] images."""
+    ssim = ssim_map(recon, clean, sigma, data_range=1.0, radius=5, padding="valid").mean()
+    return F.mse_loss(recon, clean) + (1 - ssim)
+
+
+def anomaly_map(logits: torch.Tensor) -> torch.Tensor:
+    return logits.softmax(1)[:, 1]
+
+
+def image_scores(maps: torch.Tensor, pool: int) -> torch.Tensor:
+    """Max of the ``pool`` x ``pool`` average-pooled map (DRAEM's rule, stride 1)."""
+    return F.avg_pool2d(maps[:, None], pool, stride=1, padding=pool // 2).flatten(1).amax(1)
+
+
+class SyntheticAnomalies(Dataset):
+    """Training images with a fresh synthetic anomaly per (epoch, index): reproducible from the
+    seed and independent of DataLoader workers."""
+
+    def __init__(self, images: torch.Tensor, textures: list[Path], cfg: SynthesisConfig,
+                 foregrounds: list[np.ndarray | None], seed: int):
+        self.images, self.textures, self.cfg = images, textures, cfg
+        self.foregrounds, self.seed, self.epoch = foregrounds, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        img, mask, _ = synthesize(self.images[i], rng, self.cfg, self.textures,
+                                  self.foregrounds[i])
+        return img, mask, self.images[i]
+
+
+def support_path(ctx: RunContext, k: int) -> Path:
+    """Where a few-shot support set is committed: ``results/<profile>/support/...json``."""
+    from ..env import results_dir
+
+    key = ctx.key
+    return results_dir() / key.profile / "support" / \
+        f"{key.dataset}__{key.category}__k{k}__seed{key.seed}.json"
+
+
+def training_records(ctx: RunContext, data_root: Path) -> tuple[list, str]:
+    cfg, key = ctx.config, ctx.key
+    train = [r for r in list_records(data_root, key.dataset, key.category, "train")
+             if r.label == 0]  # DAGM: defect-free training images only
+    if not cfg["shots"]:
+        return train, f"all {len(train)} normal training images"
+    path = support_path(ctx, cfg["shots"])
+    if path.is_file():  # the committed list wins: everyone reruns the same shots
+        return load_support(path, data_root / key.dataset), f"support set {path.name}"
+    support = choose_support(train, cfg["shots"], key.seed)
+    save_support(path, support, data_root / key.dataset, seed=key.seed)
+    return support, f"support set {path.name} (new)"
+
+
+def _stack(records, size: int) -> torch.Tensor:
+    ds = ImageDataset(records, size)
+    return torch.stack([ds[i].image for i in range(len(ds))])
+
+
+@torch.inference_mode()
+def predict(model, x: torch.Tensor, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anomaly maps (N, H, W) and reconstructions (N, 3, H, W)."""
+    model.eval()
+    maps, recons = [], []
+    for i in range(0, len(x), batch_size):
+        out = model(x[i:i + batch_size])
+        maps.append(anomaly_map(out["logits"]))
+        recons.append(out["reconstruction"])
+    return torch.cat(maps), torch.cat(recons)
+
+
+@torch.inference_mode()
+def cost(model, size: int, device: torch.device, repeats: int) -> dict:
+    """Parameters, multiply-accumulates (FlopCounterMode FLOPs / 2) and the median latency of
+    image in -> map and score out, batch 1, after 3 warm-up calls."""
+    model.eval()
+    x = torch.rand(1, 3, size, size, device=device)
+    with FlopCounterMode(display=False) as fc:
+        model(x)
+    times = []
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for r in range(repeats + 3):
+        sync()
+        t0 = time.perf_counter()
+        image_scores(anomaly_map(model(x)["logits"]), 21).item()
+        if r >= 3:
+            times.append((time.perf_counter() - t0) * 1000)
+    return {"params": count_parameters(model), "macs": fc.get_total_flops() / 2,
+            "latency_ms": statistics.median(times), "at": size}
+
+
+def examples(test, x, recons, maps, size: int, n: int = 3) -> dict[str, np.ndarray]:
+    picked, seen = [], set()
+    for i, r in enumerate(test):
+        if r.label == 1 and r.defect_type not in seen and len(picked) < n:
+            picked.append(i)
+            seen.add(r.defect_type)
+    if not picked:
+        return {}
+    u8 = lambda t: (t.clamp(0, 1) * 255).round().byte().cpu().numpy()  # noqa: E731
+    return {"image": u8(x[picked]), "reconstruction": u8(recons[picked]),
+            "mask": np.stack([load_mask(test[i], (size, size)) for i in picked]),
+            "map": maps[picked].cpu().numpy().astype(np.float16)}
+
+
+def run(ctx: RunContext, data_root: Path) -> dict:
+    cfg, key, device = ctx.config, ctx.key, ctx.device
+    s = cfg["image_size"]
+    train, train_note = training_records(ctx, data_root)
+    test = list_records(data_root, key.dataset, key.category, "test")
+    x_train = _stack(train, s)
+    dtd = Path(data_root) / "dtd"
+    textures = list_textures(dtd) if (dtd / "images").is_dir() else []
+    fg_rule = FOREGROUND.get(key.category) if cfg["foreground"] else None
+    foregrounds = [foreground_mask(img, *fg_rule) if fg_rule else None for img in x_train]
+    synth = SynthesisConfig(p_anomaly=cfg["p_anomaly"], p_texture=cfg["p_texture"],
+                            beta_max=cfg["beta_max"])
+    data = SyntheticAnomalies(x_train, textures, synth, foregrounds, key.seed)
+
+    torch.manual_seed(key.seed)
+    model = build(cfg["model"], cfg["rec_width"], cfg["vanilla_width"],
+                  cfg["c2f_widths"]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    milestones = [int(m * cfg["epochs"]) for m in cfg["lr_milestones"]]
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=cfg["lr_gamma"])
+    epoch, history = 0, []
+    state = ctx.load_checkpoint()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        epoch, history = state["step"], state["history"]
+    lam = cfg["mss_weights"]
+    n_seen = 0
+    bar = tqdm(total=cfg["epochs"], initial=epoch, desc=f"pouta {key.category} {key.variant}",
+               leave=False)
+    with ctx.timer("train_s"):
+        while epoch < cfg["epochs"]:
+            model.train()
+            data.epoch = epoch
+            loader = DataLoader(data, batch_size=cfg["batch_size"], shuffle=True,
+                                generator=torch.Generator().manual_seed(key.seed * 7919 + epoch),
+                                num_workers=cfg["workers"])
+            totals = {}
+            for img, mask, clean in loader:
+                img, mask, clean = img.to(device), mask.to(device), clean.to(device)
+                out = model(img)
+                losses = {"rec": reconstruction_loss(out["reconstruction"], clean,
+                                                     cfg["ssim_sigma"]),
+                          "pre": segmentation_loss(out["logits"], mask, cfg["focal_gamma"])}
+                if out["heads"]:
+                    losses["mss"] = sum(w * segmentation_loss(h, mask, cfg["focal_gamma"])
+                                        for w, h in zip(lam, out["heads"], strict=True))
+                loss = sum(losses.values())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                for k, v in losses.items():
+                    totals[k] = totals.get(k, 0.0) + v.detach() * len(img)
+                n_seen += len(img)
+            sched.step()
+            epoch += 1
+            bar.update(1)
+            history.append({"epoch": epoch, "lr": opt.param_groups[0]["lr"],
+                            **{k: v.item() / len(data) for k, v in totals.items()}})
+            if epoch % cfg["checkpoint_every"] == 0 and epoch < cfg["epochs"]:
+                ctx.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "scheduler": sched.state_dict(), "step": epoch,
+                                     "history": history})
+    bar.close()
+
+    x_test = _stack(test, s).to(device)
+    with ctx.timer("test_s"):
+        maps, recons = predict(model, x_test)
+        scores = image_scores(maps, cfg["score_pool"]).cpu().numpy()
+    with ctx.timer("metrics_s"):
+        metrics = evaluate(test, scores, maps, dataset=key.dataset, data_root=data_root)
+    train_s = ctx.timings.get("train_s", 0.0)
+    return {
+        "metrics": metrics,
+        "arrays": examples(test, x_test, recons, maps, s),
+        "extra": {
+            "train_images": train_note, "n_train": len(train), "n_test": len(test),
+            "textures": f"{len(textures)} DTD images" if textures
+            else "none found: procedural textures",
+            "foreground": list(fg_rule) if fg_rule else None,
+            "history": history,
+            "train_images_per_s": n_seen / train_s if train_s and n_seen else None,
+            "cost": cost(model, cfg["latency_size"], device, cfg["latency_repeats"]),
+            "scores": [float(v) for v in scores],
+            "labels": [r.label for r in test],
+        },
+    }

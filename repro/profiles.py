@@ -151,6 +151,10 @@ PROFILES: dict[str, Profile] = {
             # CPU budget: about an hour for S and M on juice_bottle (see notebook 04)
             # spro off: the masks in ../shared/data are merged to 255, so every defect would be
             # read as "missing_top_label" and get its saturation threshold
+            # CPU budget: about 4 min per full run at 128 px with 1.2 M parameters (notebook 03)
+            "pouta": {"image_size": 128, "epochs": 120, "rec_width": 16, "vanilla_width": 14,
+                      "c2f_widths": [24, 24, 48, 96], "score_pool": 11, "checkpoint_every": 20,
+                      "latency_size": 128, "latency_repeats": 20},
             "puad": {"image_size": 128, "steps": 1000, "distil_steps": 300, "distil_batch": 8,
                      "distil_stats_images": 500, "checkpoint_every": 250,
                      "latency_size": 128, "spro": False},
@@ -166,7 +170,7 @@ PROFILES: dict[str, Profile] = {
                          "smooth_sigma": 1.0},
             "n2n": {"image_size": 32, "width": 8, "max_epochs": 25, "patience": 8,
                     "batch_size": 4, "map_sigma": 1.0, "lr": 1e-3, "latency_size": 32},
-            "pouta": {"image_size": 32, "epochs": 6, "batch_size": 4, "rec_width": 8,
+            "pouta": {"image_size": 32, "epochs": 15, "batch_size": 4, "rec_width": 8,
                       "vanilla_width": 8, "c2f_widths": [8, 8, 16, 32], "score_pool": 3,
                       "checkpoint_every": 3, "latency_size": 32, "latency_repeats": 10},
             "puad": {"image_size": 64, "steps": 80, "distil_steps": 30, "distil_batch": 4,

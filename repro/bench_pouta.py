@@ -1,0 +1,80 @@
+"""Table VI of POUTA: parameters, multiply-accumulates and inference time per image of POUTA and
+the vanilla method at the paper's widths and 224x224, measured in the same process.
+
+Inference time is image in -> anomaly map and image score out, batch 1, median after warm-up
+(``repro.methods.pouta.cost``). Weights do not change the cost, so the networks are randomly
+initialised. ``python -m repro.bench_pouta --device cuda`` writes
+``results/benchmarks/pouta_cost_<cuda|cpu-Nthreads>.json`` and the summary ``pouta_cost.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from .env import resolve_device, results_dir, versions
+from .methods.pouta import cost
+from .networks.pouta import build
+from .profiles import PAPER_CONFIG
+from .runs import atomic_write_text, device_label
+
+
+def bench(device: torch.device, size: int = 224, repeats: int = 50) -> dict:
+    cfg = PAPER_CONFIG["pouta"]
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    out = {"device": device_label(device), "image_size": size, "batch": 1, "repeats": repeats,
+           "threads": torch.get_num_threads(), "versions": versions(),
+           "widths": {k: cfg[k] for k in ("rec_width", "vanilla_width", "c2f_widths")},
+           "models": {}}
+    for name in ("pouta", "vanilla"):
+        torch.manual_seed(0)
+        model = build(name, cfg["rec_width"], cfg["vanilla_width"], cfg["c2f_widths"])
+        out["models"][name] = cost(model.to(device), size, device, repeats)
+    out["latency_ratio"] = out["models"]["pouta"]["latency_ms"] / \
+        out["models"]["vanilla"]["latency_ms"]
+    return out
+
+
+def summary(folder: Path) -> Path:
+    """``pouta_cost.md``: every ``pouta_cost_*.json`` in ``folder`` next to Table VI."""
+    rows = []
+    for path in sorted(folder.glob("pouta_cost_*.json")):
+        b = json.loads(path.read_text())
+        for name, m in b["models"].items():
+            rows.append(f"| {b['device']} | {name} | {m['params'] / 1e6:.2f} | "
+                        f"{m['macs'] / 1e9:.2f} | {m['latency_ms']:.2f} | "
+                        f"{b['latency_ratio']:.2f} |")
+    text = "\n".join([
+        "# POUTA cost (Table VI): 224x224, batch 1", "",
+        "Written by `python -m repro.bench_pouta --device <cpu|cuda>`. Paper: POUTA 15.02 M, "
+        "35.37 G, 32 ms; vanilla 28.68 M, 39.38 G, 52 ms (ratio 0.62); G read as "
+        "multiply-accumulates; hardware not stated.", "",
+        "| device | model | params M | GMAC | latency ms | POUTA / vanilla latency |",
+        "|---|---|---|---|---|---|", *rows]) + "\n"
+    out = folder / "pouta_cost.md"
+    atomic_write_text(out, text)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=None, help="default: 200 on CUDA, 20 else")
+    p.add_argument("--out", default=None, help="default: results/benchmarks")
+    a = p.parse_args(argv)
+    device = resolve_device(a.device)
+    result = bench(device, 224, a.repeats or (200 if device.type == "cuda" else 20))
+    out = Path(a.out) if a.out else results_dir() / "benchmarks"
+    tag = "cuda" if device.type == "cuda" else f"cpu-{torch.get_num_threads()}threads"
+    path = out / f"pouta_cost_{tag}.json"
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["models"], indent=1), f"ratio {result['latency_ratio']:.3f}")
+    print(f"wrote {path} and {summary(out)}")
+
+
+if __name__ == "__main__":
+    main()

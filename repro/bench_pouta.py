@@ -33,7 +33,7 @@ def bench(device: torch.device, size: int = 224, repeats: int = 50) -> dict:
     for name in ("pouta", "vanilla"):
         torch.manual_seed(0)
         model = build(name, cfg["rec_width"], cfg["vanilla_width"], cfg["c2f_widths"])
-        out["models"][name] = cost(model.to(device), size, device, repeats)
+        out["models"][name] = cost(model.to(device), size, device, repeats, cfg["score_pool"])
     out["latency_ratio"] = out["models"]["pouta"]["latency_ms"] / \
         out["models"]["vanilla"]["latency_ms"]
     return out

@@ -36,3 +36,27 @@ def evaluate(records: Sequence[Record], scores: np.ndarray, maps: torch.Tensor |
     out = {"image_auroc": metrics.image_auroc(labels, scores)}
     out.update(metrics.pixel_metrics(masks, maps))
     return out
+
+
+def defect_examples(records: Sequence[Record], images: torch.Tensor, recons: torch.Tensor,
+                    maps: torch.Tensor, size: int, n: int = 3,
+                    value_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, np.ndarray]:
+    """Arrays for a qualitative figure: up to ``n`` anomalous test images (the first of each
+    defect type) with their test index, ground truth, reconstruction and map. Small on disk:
+    images as uint8 (from ``value_range``), maps as float16; ``{}`` without an anomaly."""
+    picked, seen = [], set()
+    for i, r in enumerate(records):
+        if r.label == 1 and r.defect_type not in seen and len(picked) < n:
+            picked.append(i)
+            seen.add(r.defect_type)
+    if not picked:
+        return {}
+    lo, hi = value_range
+
+    def to_uint8(x: torch.Tensor) -> np.ndarray:
+        return ((x.clamp(lo, hi) - lo) * (255 / (hi - lo))).round().byte().cpu().numpy()
+
+    return {"index": np.array(picked), "image": to_uint8(images[picked]),
+            "reconstruction": to_uint8(recons[picked]),
+            "mask": np.stack([load_mask(records[i], (size, size)) for i in picked]),
+            "map": maps[picked].cpu().numpy().astype(np.float16)}

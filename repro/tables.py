@@ -179,10 +179,9 @@ def write_table(df: pd.DataFrame, paper: str, table: str, profile: str) -> Path:
 def own_cells(df: pd.DataFrame, paper: str) -> pd.Series:
     """Rows that are the paper's own results (its method, its ablation variants, and the
     EfficientAD / vanilla baselines it re-implements), as opposed to baselines quoted from
-    other papers."""
-    variant = df["variant"].fillna("").astype(str)
-    return df["method"].isin([OWN_METHOD.get(paper, paper), "efficientad", "vanilla"]) \
-        | (variant != "")
+    other papers. Quoted baselines may carry variants too (Table IV of POUTA: ``k=2``), so only
+    the method decides."""
+    return df["method"].isin([OWN_METHOD.get(paper, paper), "efficientad", "vanilla"])
 
 
 def coverage(root: Path, profile: str, paper: str, table: str) -> str:

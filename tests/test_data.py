@@ -258,3 +258,22 @@ def test_loco_missing_gt_folder_and_bad_config(synthetic_root, tmp_path):
     shutil.rmtree(rec.mask_paths[0].parent)
     with pytest.raises(DatasetError, match=r"missing mask for defect image .*one PNG per defect"):
         D.list_records(root, "mvtec_loco", cat, "test")
+
+
+def test_defect_examples_pick_one_anomaly_per_defect_type(synthetic_root):
+    from repro.evaluate import defect_examples
+
+    test = D.list_records(synthetic_root, "mvtec_ad", "grid", "test")
+    n = len(test)
+    images = torch.linspace(-1, 1, n).view(n, 1, 1, 1).expand(n, 3, 8, 8)
+    maps = torch.rand(n, 8, 8)
+    out = defect_examples(test, images, images, maps, 8, n=2, value_range=(-1.0, 1.0))
+    idx = out["index"]
+    kinds = [test[i].defect_type for i in idx]
+    assert len(idx) == 2 and "good" not in kinds and len(set(kinds)) == 2
+    assert idx[0] == next(i for i, r in enumerate(test) if r.label == 1)
+    expected = np.round((images[idx, 0, 0, 0].numpy() + 1) * 127.5)
+    np.testing.assert_array_equal(out["image"][:, 0, 0, 0], expected)
+    assert out["mask"].shape == (2, 8, 8) and out["map"].dtype == np.float16
+    good = [r for r in test if r.label == 0]
+    assert defect_examples(good, images[:len(good)], images[:len(good)], maps, 8) == {}

@@ -107,3 +107,13 @@ def test_unknown_table_is_a_clear_error():
     assert math.isnan(tables.cells_from_records(
         [_record("tubes", float("nan"))], paper="n2n", table="table4", method="noise_to_norm",
         metrics={"image_auroc": "image_auroc"}).value.iloc[0])
+
+
+def test_own_cells_are_decided_by_the_method_not_by_a_variant():
+    """Table IV of POUTA quotes TDG, DifferNet and RegAD with k=2/4/8 variants: those are quoted
+    baselines; only POUTA's three cells (and the re-implemented baselines elsewhere) are ours."""
+    t4 = tables.paper_table("pouta", "tableIV")
+    own = t4[tables.own_cells(t4, "pouta")]
+    assert sorted(own["variant"]) == ["k=2", "k=4", "k=8"] and set(own["method"]) == {"pouta"}
+    t2 = tables.paper_table("puad", "table2")
+    assert set(t2[tables.own_cells(t2, "puad")]["method"]) == {"puad", "efficientad"}

@@ -20,7 +20,7 @@ from sklearn.metrics import precision_recall_curve
 from tqdm.auto import tqdm
 
 from ..data import ImageDataset, holdout_split, list_records, load_mask
-from ..evaluate import evaluate
+from ..evaluate import defect_examples, evaluate
 from ..kernels import gaussian_blur
 from ..kernels.msssim import mix_loss, mix_map
 from ..networks import count_parameters
@@ -112,26 +112,12 @@ def latency_ms(net, cfg: dict, device: torch.device, repeats: int = 10) -> float
     return statistics.median(times)
 
 
-def examples(test, x_test, recons, maps, size: int, n: int = 3) -> dict[str, np.ndarray]:
-    """Up to ``n`` anomalous test images (first of each defect type) with ground truth,
-    reconstruction and map, for the Fig. 4-style figure (small: uint8 images, float16 maps)."""
-    picked, seen = [], set()
-    for i, r in enumerate(test):
-        if r.label == 1 and r.defect_type not in seen and len(picked) < n:
-            picked.append(i)
-            seen.add(r.defect_type)
-    if not picked:
-        return {}
-
-    def to_uint8(x: torch.Tensor) -> np.ndarray:
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().cpu().numpy()
-
-    return {
-        "image": to_uint8(x_test[picked]), "reconstruction": to_uint8(recons[picked]),
-        "mask": np.stack([load_mask(test[i], (size, size)) for i in picked]),
-        "map": maps[picked].cpu().numpy().astype(np.float16),
-        "score": np.array([float(maps[i].max()) for i in picked], dtype=np.float32),
-    }
+def examples(test, x_test, recons, maps, size: int) -> dict[str, np.ndarray]:
+    """Fig. 4-style examples (images in [-1, 1]) with each one's image score."""
+    out = defect_examples(test, x_test, recons, maps, size, value_range=(-1.0, 1.0))
+    if out:
+        out["score"] = np.array([float(maps[i].max()) for i in out["index"]], dtype=np.float32)
+    return out
 
 
 def f1_threshold(masks: np.ndarray, maps: np.ndarray) -> float | None:

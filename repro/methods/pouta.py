@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
-from ..data import ImageDataset, list_records, load_mask, load_support, save_support
+from ..data import ImageDataset, list_records, load_support, save_support
 from ..data import select_support as choose_support
 from ..data.dtd import list_textures
-from ..evaluate import evaluate
+from ..evaluate import defect_examples, evaluate
 from ..kernels.msssim import ssim_map
 from ..kernels.synthesis import FOREGROUND, SynthesisConfig, foreground_mask, synthesize
 from ..networks import count_parameters
@@ -124,9 +124,10 @@ def predict(model, x: torch.Tensor, batch_size: int = 8) -> tuple[torch.Tensor, 
 
 
 @torch.inference_mode()
-def cost(model, size: int, device: torch.device, repeats: int) -> dict:
+def cost(model, size: int, device: torch.device, repeats: int, pool: int) -> dict:
     """Parameters, multiply-accumulates (FlopCounterMode FLOPs / 2) and the median latency of
-    image in -> map and score out, batch 1, after 3 warm-up calls."""
+    image in -> map and score (max of the `pool` x `pool` average) out, batch 1, after 3
+    warm-up calls."""
     model.eval()
     x = torch.rand(1, 3, size, size, device=device)
     with FlopCounterMode(display=False) as fc:
@@ -136,25 +137,11 @@ def cost(model, size: int, device: torch.device, repeats: int) -> dict:
     for r in range(repeats + 3):
         sync()
         t0 = time.perf_counter()
-        image_scores(anomaly_map(model(x)["logits"]), 21).item()
+        image_scores(anomaly_map(model(x)["logits"]), pool).item()
         if r >= 3:
             times.append((time.perf_counter() - t0) * 1000)
     return {"params": count_parameters(model), "macs": fc.get_total_flops() / 2,
             "latency_ms": statistics.median(times), "at": size}
-
-
-def examples(test, x, recons, maps, size: int, n: int = 3) -> dict[str, np.ndarray]:
-    picked, seen = [], set()
-    for i, r in enumerate(test):
-        if r.label == 1 and r.defect_type not in seen and len(picked) < n:
-            picked.append(i)
-            seen.add(r.defect_type)
-    if not picked:
-        return {}
-    u8 = lambda t: (t.clamp(0, 1) * 255).round().byte().cpu().numpy()  # noqa: E731
-    return {"image": u8(x[picked]), "reconstruction": u8(recons[picked]),
-            "mask": np.stack([load_mask(test[i], (size, size)) for i in picked]),
-            "map": maps[picked].cpu().numpy().astype(np.float16)}
 
 
 def run(ctx: RunContext, data_root: Path) -> dict:
@@ -232,7 +219,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     train_s = ctx.timings.get("train_s", 0.0)
     return {
         "metrics": metrics,
-        "arrays": examples(test, x_test, recons, maps, s),
+        "arrays": defect_examples(test, x_test, recons, maps, s),
         "extra": {
             "train_images": train_note, "n_train": len(train), "n_test": len(test),
             "textures": f"{len(textures)} DTD images" if textures
@@ -240,7 +227,8 @@ def run(ctx: RunContext, data_root: Path) -> dict:
             "foreground": list(fg_rule) if fg_rule else None,
             "history": history,
             "train_images_per_s": n_seen / train_s if train_s and n_seen else None,
-            "cost": cost(model, cfg["latency_size"], device, cfg["latency_repeats"]),
+            "cost": cost(model, cfg["latency_size"], device, cfg["latency_repeats"],
+                         cfg["score_pool"]),
             "scores": [float(v) for v in scores],
             "labels": [r.label for r in test],
         },

@@ -45,16 +45,18 @@ def summary(folder: Path) -> Path:
     for path in sorted(folder.glob("pouta_cost_*.json")):
         b = json.loads(path.read_text())
         for name, m in b["models"].items():
-            rows.append(f"| {b['device']} | {name} | {m['params'] / 1e6:.2f} | "
-                        f"{m['macs'] / 1e9:.2f} | {m['latency_ms']:.2f} | "
-                        f"{b['latency_ratio']:.2f} |")
+            rows.append(f"| {b['device']} | {b['versions'].get('repro_commit', '?')} | {name} | "
+                        f"{m['params'] / 1e6:.2f} | {m['macs'] / 1e9:.2f} | "
+                        f"{m['latency_ms']:.2f} | {b['latency_ratio']:.2f} |")
     text = "\n".join([
         "# POUTA cost (Table VI): 224x224, batch 1", "",
         "Written by `python -m repro.bench_pouta --device <cpu|cuda>`. Paper: POUTA 15.02 M, "
         "35.37 G, 32 ms; vanilla 28.68 M, 39.38 G, 52 ms (ratio 0.62); G read as "
-        "multiply-accumulates; hardware not stated.", "",
-        "| device | model | params M | GMAC | latency ms | POUTA / vanilla latency |",
-        "|---|---|---|---|---|---|", *rows]) + "\n"
+        "multiply-accumulates; hardware not stated. `commit`: the code that was measured; up to "
+        "a3c8d0f, M_p concatenated the four upsampled maps at full resolution, later commits "
+        "apply its 1x1 convolution before upsampling (same output, 62 M fewer MACs).", "",
+        "| device | commit | model | params M | GMAC | latency ms | POUTA / vanilla latency |",
+        "|---|---|---|---|---|---|---|", *rows]) + "\n"
     out = folder / "pouta_cost.md"
     atomic_write_text(out, text)
     return out

@@ -28,3 +28,12 @@ def synthetic_root(tmp_path_factory) -> Path:
     write_all(root, SyntheticSpec(image_size=64, loco_size=(48, 64), n_train=8, n_test_good=4,
                                   n_test_defect_per_type=2, n_validation=4))
     return root
+
+
+@pytest.fixture
+def scratch_store(tmp_path, monkeypatch) -> Path:
+    """Run records and caches in a fresh temporary folder, computing allowed."""
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("REPRO_READONLY", raising=False)
+    return tmp_path

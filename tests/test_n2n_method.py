@@ -31,13 +31,10 @@ def test_noise_statistics():
 
 
 @pytest.mark.slow
-def test_tiny_run_writes_a_complete_record(synthetic_root, tmp_path, monkeypatch):
+def test_tiny_run_writes_a_complete_record(synthetic_root, scratch_store):
     from repro.experiments import run_cell, store_for
     from repro.runs import RunKey
 
-    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("REPRO_READONLY", raising=False)
     rec = run_cell("n2n", "main", "mpdd", "metal_plate", profile="smoke",
                    data_root=str(synthetic_root), device="cpu",
                    variant="default")
@@ -49,5 +46,8 @@ def test_tiny_run_writes_a_complete_record(synthetic_root, tmp_path, monkeypatch
     assert 1 <= x["epochs"] <= 25 and len(x["history"]) == x["epochs"]
     assert x["n_val"] == round(0.2 * (x["n_train"] + x["n_val"]))
     arrays = store_for("smoke").arrays(RunKey(**rec["key"]))
-    assert set(arrays) == {"image", "reconstruction", "mask", "map", "score"}
+    assert set(arrays) == {"index", "image", "reconstruction", "mask", "map", "score"}
+    picked = [rec["extra"]["scores"][i] for i in arrays["index"]]  # the image score = max of map
+    np.testing.assert_allclose(arrays["score"], picked, rtol=1e-6)
+    assert all(rec["extra"]["labels"][i] == 1 for i in arrays["index"])
     assert arrays["image"].dtype == np.uint8 and arrays["mask"].any()

@@ -50,12 +50,9 @@ def test_image_score_is_max_of_21x21_average_pool():
 
 
 @pytest.mark.slow
-def test_tiny_runs_write_records_and_support_lists(synthetic_root, tmp_path, monkeypatch):
+def test_tiny_runs_write_records_and_support_lists(synthetic_root, scratch_store, tmp_path):
     from repro.experiments import run_cell
 
-    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("REPRO_READONLY", raising=False)
     kw = dict(profile="smoke", data_root=str(synthetic_root), device="cpu")
     full = run_cell("pouta", "main", "mvtec_ad", "toothbrush", variant="epochs=2", **kw)
     assert set(full["metrics"]) == {"image_auroc", "pixel_auroc", "pixel_ap", "aupro"}

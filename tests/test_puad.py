@@ -229,13 +229,10 @@ def test_imagenet_dir_must_exist(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_tiny_run_writes_a_complete_record(synthetic_root, tmp_path, monkeypatch):
+def test_tiny_run_writes_a_complete_record(synthetic_root, scratch_store, tmp_path):
     from repro.experiments import run_cell, store_for
     from repro.runs import RunKey
 
-    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("REPRO_READONLY", raising=False)
     variant = "steps=6,distil_steps=3,latency_repeats=3,lite0_weights=null"
     rec = run_cell("puad", "main", "mvtec_loco", "juice_bottle", profile="smoke",
                    data_root=str(synthetic_root), device="cpu", variant=variant)
@@ -257,13 +254,11 @@ def test_tiny_run_writes_a_complete_record(synthetic_root, tmp_path, monkeypatch
 
 
 @pytest.mark.slow
-def test_interrupted_training_resumes_from_its_checkpoint(synthetic_root, tmp_path, monkeypatch):
+def test_interrupted_training_resumes_from_its_checkpoint(synthetic_root, scratch_store, tmp_path,
+                                                         monkeypatch):
     from repro.experiments import run_cell
     from repro.methods import puad
 
-    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
-    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("REPRO_READONLY", raising=False)
     calls = {"n": 0}
     real_augment = puad.augment
 

@@ -12,15 +12,12 @@ Every unstated value is in ``repro.profiles.PAPER_CONFIG["pouta"]``.
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 from ..data import ImageDataset, list_records, load_support, save_support
@@ -29,7 +26,7 @@ from ..data.dtd import list_textures
 from ..evaluate import defect_examples, evaluate
 from ..kernels.msssim import ssim_map
 from ..kernels.synthesis import FOREGROUND, SynthesisConfig, foreground_mask, synthesize
-from ..networks import count_parameters
+from ..networks import inference_cost
 from ..networks.pouta import build
 from ..runs import RunContext
 
@@ -123,25 +120,11 @@ def predict(model, x: torch.Tensor, batch_size: int = 8) -> tuple[torch.Tensor, 
     return torch.cat(maps), torch.cat(recons)
 
 
-@torch.inference_mode()
 def cost(model, size: int, device: torch.device, repeats: int, pool: int) -> dict:
-    """Parameters, multiply-accumulates (FlopCounterMode FLOPs / 2) and the median latency of
-    image in -> map and score (max of the `pool` x `pool` average) out, batch 1, after 3
-    warm-up calls."""
-    model.eval()
-    x = torch.rand(1, 3, size, size, device=device)
-    with FlopCounterMode(display=False) as fc:
-        model(x)
-    times = []
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for r in range(repeats + 3):
-        sync()
-        t0 = time.perf_counter()
-        image_scores(anomaly_map(model(x)["logits"]), pool).item()
-        if r >= 3:
-            times.append((time.perf_counter() - t0) * 1000)
-    return {"params": count_parameters(model), "macs": fc.get_total_flops() / 2,
-            "latency_ms": statistics.median(times), "at": size}
+    """Table VI: parameters, MACs and the batch-1 latency of image in -> map and image score (max
+    of the ``pool`` x ``pool`` average) out."""
+    return inference_cost(model, lambda x: image_scores(anomaly_map(model(x)["logits"]), pool),
+                          size, device, repeats)
 
 
 def run(ctx: RunContext, data_root: Path) -> dict:

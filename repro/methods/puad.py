@@ -38,12 +38,10 @@ from ..data.dtd import list_textures
 from ..env import resolve_path
 from ..evaluate import evaluate
 from ..metrics import loco_image_aurocs
-from ..networks import count_parameters
+from ..networks import IMAGENET_MEAN, IMAGENET_STD, count_parameters
 from ..networks.efficientad import TEACHER_CHANNELS, autoencoder, pdn
 from ..runs import RunContext
 from .teacher import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     ImageFiles,
     distil,
     endless,

@@ -38,11 +38,9 @@ from tqdm.auto import tqdm
 
 from ..data import read_image
 from ..env import cache_dir
+from ..networks import IMAGENET_MEAN, IMAGENET_STD
 from ..networks.efficientad import TEACHER_CHANNELS, pdn
 from ..networks.efficientnet_lite import efficientnet_lite0
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,9 @@ POUTA's coarse-to-fine discriminative network reads (F_Ei, F_Di) pairs of equal 
 * MSS heads (training only): 1x1 conv to 2 classes on ``F'_C1..3`` and ``F_C4``, upsampled to
   the input size (1x1 conv and bilinear upsampling commute, so the cheaper order is used), softmax
   in the loss;
-* M_p: the four maps upsampled to the input size, concatenated, 1x1 conv to 2 classes.
+* M_p: the four maps upsampled to the input size, concatenated, 1x1 conv to 2 classes (computed
+  as the sum of the per-map slices of that convolution applied before upsampling: equal, and
+  without the full-resolution concatenation).
 
 The vanilla discriminative network is DRAEM's U-Net (six encoder blocks, base width ``d``) on
 ``cat[input, reconstruction]``.
@@ -172,14 +174,21 @@ class CoarseToFine(nn.Module):
         if self.hsg is not None:
             for i in (2, 1, 0):  # F'_C3 from F_C4, F'_C2 from F'_C3, F'_C1 from F'_C2
                 refined[i] = self.hsg[i](fc[i], refined[i + 1])
-        ups = [r if r.shape[-2:] == size else F.interpolate(r, size=size, mode="bilinear")
-               for r in refined]
         heads = []
         if self.heads is not None and self.training:
-            heads = [F.interpolate(h(r), size=size, mode="bilinear")
-                     if r.shape[-2:] != size else h(r) for h, r in zip(self.heads, refined,
-                                                                    strict=True)]
-        return self.aggregate(torch.cat(ups, dim=1)), heads
+            heads = [_upsample(h(r), size) for h, r in zip(self.heads, refined, strict=True)]
+        # M_p = conv1x1(cat[up(F'_C1), ..., up(F_C4)]), computed as the sum of each map's slice
+        # of the 1x1 convolution, applied before upsampling (the two commute): the same logits
+        # without a (sum(c_i), H, W) concatenation, which made POUTA memory-bound
+        w, bias = self.aggregate.weight, self.aggregate.bias
+        bounds = torch.tensor([0, *[r.shape[1] for r in refined]]).cumsum(0).tolist()
+        logits = sum(_upsample(F.conv2d(r, w[:, a:b]), size)
+                     for r, a, b in zip(refined, bounds[:-1], bounds[1:], strict=True))
+        return logits + bias.view(1, -1, 1, 1), heads
+
+
+def _upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="bilinear")
 
 
 class POUTA(nn.Module):

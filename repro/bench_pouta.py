@@ -53,7 +53,7 @@ def summary(folder: Path) -> Path:
         "Written by `python -m repro.bench_pouta --device <cpu|cuda>`. Paper: POUTA 15.02 M, "
         "35.37 G, 32 ms; vanilla 28.68 M, 39.38 G, 52 ms (ratio 0.62); G read as "
         "multiply-accumulates; hardware not stated. `commit`: the code that was measured; up to "
-        "a3c8d0f, M_p concatenated the four upsampled maps at full resolution, later commits "
+        "5dfce83, M_p concatenated the four upsampled maps at full resolution, later commits "
         "apply its 1x1 convolution before upsampling (same output, 62 M fewer MACs).", "",
         "| device | commit | model | params M | GMAC | latency ms | POUTA / vanilla latency |",
         "|---|---|---|---|---|---|---|", *rows]) + "\n"

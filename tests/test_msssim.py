@@ -303,3 +303,16 @@ def test_speed_forward_backward():
     print(f"\nmix_loss (8, 3, 256, 256): forward {t1 - t0:.2f} s, backward {t2 - t1:.2f} s")
     assert y.grad is not None and torch.isfinite(y.grad).all()
     assert t2 - t0 < 20.0
+
+
+def test_one_reference_map_for_every_channel():
+    """A (B, 1, H, W) reference is compared with every channel (TSDN's FNE target): the same
+    maps as the expanded reference; other channel counts stay an error."""
+    torch.manual_seed(0)
+    x, ref = torch.rand(2, 5, 24, 24), torch.rand(2, 1, 24, 24)
+    for padding in ("reflect", "valid"):
+        torch.testing.assert_close(ssim_map(x, ref, 1.5, data_range=1.0, radius=5, padding=padding),
+                                   ssim_map(x, ref.expand_as(x), 1.5, data_range=1.0, radius=5,
+                                            padding=padding), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="same shape"):
+        ssim_map(x, torch.rand(2, 2, 24, 24), data_range=1.0)

@@ -118,8 +118,11 @@ def _window(sigma: float, radius: int, like: torch.Tensor) -> torch.Tensor:
     return _cached_window(float(sigma), int(radius), like.device, like.dtype)
 
 
-def _check_pair(x: torch.Tensor, y: torch.Tensor, data_range: float, padding: str):
-    if x.dim() != 4 or x.shape != y.shape:
+def _check_pair(x: torch.Tensor, y: torch.Tensor, data_range: float, padding: str,
+                broadcast: bool = False):
+    one_reference = broadcast and y.dim() == 4 and y.shape[1] == 1 and \
+        (x.shape[0], *x.shape[2:]) == (y.shape[0], *y.shape[2:])
+    if x.dim() != 4 or (x.shape != y.shape and not one_reference):
         raise ValueError(f"x and y must be (B, C, H, W) tensors of the same shape, got "
                          f"{tuple(x.shape)} and {tuple(y.shape)}")
     if not (x.is_floating_point() and y.is_floating_point()):
@@ -164,8 +167,7 @@ def _filter(stack: torch.Tensor, win: torch.Tensor, crop: int = 0) -> torch.Tens
     return F.conv2d(out, win.view(1, 1, k, 1).expand(n, 1, k, 1), groups=n)
 
 
-def _l_cs(filtered: torch.Tensor, c1: float, c2: float):
-    mx, my, exx, eyy, exy = filtered.chunk(5, dim=1)
+def _l_cs(mx, my, exx, eyy, exy, c1: float, c2: float):
     mxy = mx * my
     mxx = mx * mx
     myy = my * my
@@ -184,14 +186,21 @@ def ssim_components(x: torch.Tensor, y: torch.Tensor, sigma: float, *, data_rang
     """Luminance ``l(p)`` and contrast-structure ``cs(p)`` maps, each (B, C, H', W').
 
     ``H' = H`` for ``padding="reflect"``/``"replicate"``, ``H - 2 * radius`` for ``"valid"``.
-    ``radius`` defaults to ``ceil(2 * sigma)``.
+    ``radius`` defaults to ``ceil(2 * sigma)``. ``y`` may be one (B, 1, H, W) reference for
+    every channel of ``x``: the same maps as with ``y.expand_as(x)``, its moments filtered once.
     """
-    x, y = _check_pair(x, y, data_range, padding)
+    x, y = _check_pair(x, y, data_range, padding, broadcast=True)
     r = _default_radius(sigma) if radius is None else int(radius)
     _check_size(x.shape[-2], x.shape[-1], r, sigma, padding, "ssim")
     win = _window(sigma, r, x)
-    filtered = _filter(_moments(_pad(x, r, padding), _pad(y, r, padding)), win)
-    return _l_cs(filtered, (k1 * data_range) ** 2, (k2 * data_range) ** 2)
+    xp, yp = _pad(x, r, padding), _pad(y, r, padding)
+    if x.shape == y.shape:
+        moments = _filter(_moments(xp, yp), win).chunk(5, dim=1)
+    else:
+        mx, exx, exy = _filter(torch.cat([xp, xp * xp, xp * yp], dim=1), win).chunk(3, dim=1)
+        my, eyy = _filter(torch.cat([yp, yp * yp], dim=1), win).chunk(2, dim=1)
+        moments = (mx, my, exx, eyy, exy)
+    return _l_cs(*moments, (k1 * data_range) ** 2, (k2 * data_range) ** 2)
 
 
 def ssim_map(x: torch.Tensor, y: torch.Tensor, sigma: float = 1.5, *, data_range: float,
@@ -222,7 +231,8 @@ def _ms_ssim_and_l1(x, y, sigmas, data_range, padding, radius, with_ms, with_l1)
     if with_ms:
         stack = _moments(xp, yp)
         for i, (s, r) in enumerate(zip(sigmas, radii, strict=True)):
-            l_map, cs_map = _l_cs(_filter(stack, _window(s, r, x), r_max - r), c1, c2)
+            l_map, cs_map = _l_cs(*_filter(stack, _window(s, r, x), r_max - r).chunk(5, dim=1),
+                                  c1, c2)
             ms = cs_map if ms is None else ms * cs_map
             if i == i_max:
                 l_max = l_map

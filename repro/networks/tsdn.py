@@ -217,8 +217,7 @@ def fne_target(f32: torch.Tensor, mask: torch.Tensor, sigma: float = 1.5,
     f = F.interpolate(f32, size=hw, mode="bilinear", align_corners=False)
     lo, hi = f.amin(dim=(2, 3), keepdim=True), f.amax(dim=(2, 3), keepdim=True)
     f = (f - lo) / (hi - lo).clamp_min(eps)
-    s = ssim_map(f, mask.to(f.dtype).expand_as(f), sigma, data_range=1.0, radius=5,
-                 padding="reflect")
+    s = ssim_map(f, mask.to(f.dtype), sigma, data_range=1.0, radius=5, padding="reflect")
     d = 1 - s.mean(dim=(2, 3))
     lo, hi = d.amin(dim=1, keepdim=True), d.amax(dim=1, keepdim=True)
     return (d - lo) / (hi - lo).clamp_min(eps)

@@ -16,7 +16,6 @@ import json
 import os
 import platform
 import resource
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from repro.metrics import image_auroc, pixel_metrics
+from repro.runs import atomic_write_text
 
 N_MAPS = 1725
 SIZE = 256
@@ -64,19 +64,6 @@ def _time_runs(fn: Callable[[], Any], n_runs: int = N_RUNS) -> tuple[list[float]
         result = fn()
         runs.append(round(time.perf_counter() - start, 4))
     return runs, result
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -145,8 +132,8 @@ def run(out: Path, n_maps: int = N_MAPS, size: int = SIZE, seed: int = 0) -> dic
         },
         "date": datetime.date.today().isoformat(),
     }
-    _atomic_write(out, json.dumps(report, indent=2) + "\n")
-    _atomic_write(out.with_suffix(".md"), _markdown(report))
+    atomic_write_text(out, json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out.with_suffix(".md"), _markdown(report))
     return report
 
 

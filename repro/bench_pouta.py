@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
+from .bench import save_result, write_summary
 from .env import resolve_device, results_dir, versions
 from .methods.pouta import cost
 from .networks.pouta import build
 from .profiles import PAPER_CONFIG
-from .runs import atomic_write_text, device_label
+from .runs import device_label
 
 
 def bench(device: torch.device, size: int = 224, repeats: int = 50) -> dict:
@@ -39,27 +40,23 @@ def bench(device: torch.device, size: int = 224, repeats: int = 50) -> dict:
     return out
 
 
+def _rows(b: dict) -> list[list[str]]:
+    return [[b["device"], b["versions"].get("repro_commit", "?"), name, f"{m['params'] / 1e6:.2f}",
+             f"{m['macs'] / 1e9:.2f}", f"{m['latency_ms']:.2f}", f"{b['latency_ratio']:.2f}"]
+            for name, m in b["models"].items()]
+
+
 def summary(folder: Path) -> Path:
     """``pouta_cost.md``: every ``pouta_cost_*.json`` in ``folder`` next to Table VI."""
-    rows = []
-    for path in sorted(folder.glob("pouta_cost_*.json")):
-        b = json.loads(path.read_text())
-        for name, m in b["models"].items():
-            rows.append(f"| {b['device']} | {b['versions'].get('repro_commit', '?')} | {name} | "
-                        f"{m['params'] / 1e6:.2f} | {m['macs'] / 1e9:.2f} | "
-                        f"{m['latency_ms']:.2f} | {b['latency_ratio']:.2f} |")
-    text = "\n".join([
-        "# POUTA cost (Table VI): 224x224, batch 1", "",
+    return write_summary(
+        folder, "pouta_cost", "POUTA cost (Table VI): 224x224, batch 1",
         "Written by `python -m repro.bench_pouta --device <cpu|cuda>`. Paper: POUTA 15.02 M, "
         "35.37 G, 32 ms; vanilla 28.68 M, 39.38 G, 52 ms (ratio 0.62); G read as "
         "multiply-accumulates; hardware not stated. `commit`: the code that was measured; up to "
         "5dfce83, M_p concatenated the four upsampled maps at full resolution, later commits "
-        "apply its 1x1 convolution before upsampling (same output, 62 M fewer MACs).", "",
-        "| device | commit | model | params M | GMAC | latency ms | POUTA / vanilla latency |",
-        "|---|---|---|---|---|---|---|", *rows]) + "\n"
-    out = folder / "pouta_cost.md"
-    atomic_write_text(out, text)
-    return out
+        "apply its 1x1 convolution before upsampling (same output, 63 M fewer MACs).",
+        ["device", "commit", "model", "params M", "GMAC", "latency ms",
+         "POUTA / vanilla latency"], _rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,11 +66,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default=None, help="default: results/benchmarks")
     a = p.parse_args(argv)
     device = resolve_device(a.device)
-    result = bench(device, 224, a.repeats or (200 if device.type == "cuda" else 20))
+    repeats = a.repeats or (200 if device.type == "cuda" else 20)
+    result = bench(device, PAPER_CONFIG["pouta"]["latency_size"], repeats)
     out = Path(a.out) if a.out else results_dir() / "benchmarks"
-    tag = "cuda" if device.type == "cuda" else f"cpu-{torch.get_num_threads()}threads"
-    path = out / f"pouta_cost_{tag}.json"
-    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    path = save_result(out, "pouta_cost", device, result)
     print(json.dumps(result["models"], indent=1), f"ratio {result['latency_ratio']:.3f}")
     print(f"wrote {path} and {summary(out)}")
 

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import torch
 
+from .bench import save_result, write_summary
 from .env import resolve_device, results_dir, versions
 from .methods.puad import EfficientADPUAD, latency_ms
 from .networks.efficientad import autoencoder, pdn
-from .runs import atomic_write_text, device_label
+from .runs import device_label
 
 
 def build(size: str, image_size: int, device: torch.device, seed: int = 0) -> EfficientADPUAD:
@@ -59,24 +60,20 @@ def bench(device: torch.device, image_size: int = 256, repeats: int = 100,
     return out
 
 
+def _rows(b: dict) -> list[list[str]]:
+    return [[b["device"], b.get("precision", "fp32"), size, str(b["image_size"]),
+             str(b["repeats"]), f"{v['efficientad']:.2f}", f"{v['puad']:.2f}",
+             f"{100 * v['overhead']:+.2f}"] for size, v in b["sizes"].items()]
+
+
 def summary(folder: Path) -> Path:
     """``puad_latency.md``: every ``puad_latency_*.json`` in ``folder`` as one table."""
-    rows = []
-    for path in sorted(folder.glob("puad_latency_*.json")):
-        b = json.loads(path.read_text())
-        for size, v in b["sizes"].items():
-            rows.append(f"| {b['device']} | {b.get('precision', 'fp32')} | {size} | "
-                        f"{b['image_size']} | {b['repeats']} | "
-                        f"{v['efficientad']:.2f} | {v['puad']:.2f} | {100 * v['overhead']:+.2f} |")
-    text = "\n".join([
-        "# PUAD latency (image tensor in -> score out, batch 1, median)", "",
+    return write_summary(
+        folder, "puad_latency", "PUAD latency (image tensor in -> score out, batch 1, median)",
         "Written by `python -m repro.bench_puad --device <cpu|cuda>`; paper Table 3: EfficientAD "
-        "2.88 ms, PUAD 3.00 ms (+4.2%), hardware not stated.", "",
-        "| device | precision | size | px | repeats | EfficientAD ms | PUAD ms | overhead % |",
-        "|---|---|---|---|---|---|---|---|", *rows]) + "\n"
-    out = folder / "puad_latency.md"
-    atomic_write_text(out, text)
-    return out
+        "2.88 ms, PUAD 3.00 ms (+4.2%), hardware not stated.",
+        ["device", "precision", "size", "px", "repeats", "EfficientAD ms", "PUAD ms",
+         "overhead %"], _rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,10 +88,8 @@ def main(argv: list[str] | None = None) -> None:
     repeats = a.repeats or (1000 if device.type == "cuda" else 100)
     result = bench(device, a.image_size, repeats, precision=a.precision)
     out = Path(a.out) if a.out else results_dir() / "benchmarks"
-    tag = "cuda" if device.type == "cuda" else f"cpu-{torch.get_num_threads()}threads"
-    tag += "" if a.precision == "fp32" else f"-{a.precision}"
-    path = out / f"puad_latency_{tag}.json"
-    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    path = save_result(out, "puad_latency", device, result,
+                       "" if a.precision == "fp32" else f"-{a.precision}")
     print(json.dumps(result["sizes"], indent=1))
     print(f"wrote {path} and {summary(out)}")
 

@@ -57,12 +57,18 @@ def seed_everything(seed: int) -> None:
 
 @cache
 def git_commit() -> str:
+    """The short commit, with ``-dirty`` when ``repro/`` differs from it (the code that ran is
+    then not the commit's)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=repo_root(), capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo_root(),
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
+        commit = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "repro")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return f"{commit}-dirty" if commit and dirty else commit or "unknown"
 
 
 @cache

@@ -75,7 +75,9 @@ PAPER_CONFIG: dict[str, dict] = {
         "penalty_gray_p": 0.3,  # public: Resize 512, RandomGrayscale(0.3), CenterCrop 256
         "imagenet_dir": None,  # ImageNet-like images (penalty, distillation); None: DTD substitute
         "augment_range": [0.8, 1.2],  # printed: brightness/contrast/saturation factor for the AE
-        "map_quantiles": [0.9, 0.995],  # printed: q_a, q_b of the validation maps
+        "map_quantiles": [0.9, 0.995],  # printed: q_a, q_b of the validation maps; ours
+        #                                (nelson1425): taken on the 56x56 PDN grid, PUAD's code
+        #                                takes them on the maps upsampled to 256x256
         "teacher_weights": None,  # a teacher state dict to load instead of distilling
         "backbone_weights": None,  # torchvision wide_resnet101_2 IMAGENET1K_V1 .pth: distil from
         #                           WRN-101 as printed; None: EfficientNet-Lite0 (our stand-in)
@@ -86,7 +88,8 @@ PAPER_CONFIG: dict[str, dict] = {
         "distil_weight_decay": 1e-5,  # printed
         "distil_gray_p": 0.1,  # public: RandomGrayscale(0.1) on both views
         "distil_stats_images": 10000,  # public: feature mean/std over 10,000 images
-        "distil_patch": 3,  # ours (public nelson1425): 3x3 local aggregation; PUAD code: 1
+        "distil_patch": 3,  # ours (after nelson1425): 3x3 local aggregation; PUAD code: 1;
+        #                    aggregation order ours (repro.methods.teacher)
         "checkpoint_every": 1000,  # ours: resumable training
         "workers": 0,  # DataLoader workers for natural images (0: in the main process)
         "latency_size": 256,  # latency at the paper's input size, batch 1
@@ -174,19 +177,21 @@ PROFILES: dict[str, Profile] = {
             # CPU budget: a few minutes per run on 2 cores (see notebook 01)
             "n2n": {"image_size": 128, "width": 16, "max_epochs": 60, "patience": 15,
                     "batch_size": 4, "map_sigma": 2.0, "lr": 1e-3},
-            # CPU budget: about an hour for S and M on juice_bottle (see notebook 04)
-            # spro off: the masks in ../shared/data are merged to 255, so every defect would be
-            # read as "missing_top_label" and get its saturation threshold
-            # CPU budget: about 4 min per full run at 128 px with 1.2 M parameters (notebook 03)
+            # CPU budget: 6-9 min per full run at 128 px with 1.2 M parameters (notebook 03);
+            # score_pool 11: the printed 21x21 pool at 224 px, scaled to 128 px and kept odd
             "pouta": {"image_size": 128, "epochs": 120, "rec_width": 16, "vanilla_width": 14,
                       "c2f_widths": [24, 24, 48, 96], "score_pool": 11, "checkpoint_every": 20,
                       "latency_size": 128, "latency_repeats": 20},
-            # CPU budget: about 45 min for the 21 grid, toothbrush and metal_plate runs
-            # (notebook 02). lr: the printed 7e-5 barely moves the from-scratch decoders in 60
-            # epochs (grid, 20 epochs: SSIM loss 0.59 vs 0.14 at 5e-4), so 5e-4 here.
+            # CPU budget: 34 min measured for the 21 grid, toothbrush and metal_plate runs
+            # (notebook 02); map_sigma 2 px at 128 (ours; 4 px at 352 in the paper profile).
+            # lr: the printed 7e-5 barely moves the from-scratch decoders in 60 epochs (grid,
+            # 20 epochs: SSIM loss 0.59 vs 0.14 at 5e-4), so 5e-4 here.
             "tsdn": {"image_size": 128, "epochs": 60, "lr": 5e-4, "c": 32,
                      "widths": [128, 64, 32, 16, 16], "fne_hidden": [128, 64], "map_sigma": 2.0,
                      "checkpoint_every": 10, "latency_repeats": 20},
+            # CPU budget: about an hour for S and M on juice_bottle (see notebook 04)
+            # spro off: the masks in ../shared/data are merged to 255, so every defect would be
+            # read as "missing_top_label" and get its saturation threshold
             "puad": {"image_size": 128, "steps": 1000, "distil_steps": 300, "distil_batch": 8,
                      "distil_stats_images": 500, "checkpoint_every": 250,
                      "latency_size": 128, "spro": False},

@@ -59,6 +59,15 @@ def config_hash(config: dict, data_id: str = "") -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
+def atomic_torch_save(obj, path: Path) -> None:
+    """``torch.save`` so that ``path`` holds either its old content or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` so that ``path`` holds either its old content or the new one, never a mix."""
     path = Path(path)
@@ -69,6 +78,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; results are meant to be read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -116,12 +126,25 @@ class RunContext:
         self.resumed_from = int(state.get("step", 0))
         return state
 
+    def resume(self, **parts) -> dict:
+        """Load the last checkpoint into every ``name=part`` (anything with ``load_state_dict``:
+        modules, optimizers, schedulers) and return the rest of the saved state, with
+        ``"step"``; ``{}`` without a checkpoint (a fresh start)."""
+        state = self.load_checkpoint()
+        if state is None:
+            return {}
+        for name, part in parts.items():
+            part.load_state_dict(state.pop(name))
+        return state
+
+    def checkpoint(self, step: int, parts: dict, **extra) -> None:
+        """Save the ``state_dict()`` of every part under its name, the step and ``extra``."""
+        self.save_checkpoint({**{n: p.state_dict() for n, p in parts.items()}, "step": step,
+                              **extra})
+
     def save_checkpoint(self, state: dict) -> None:
         """Atomically replace the checkpoint (an interrupt mid-save keeps the previous one)."""
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.checkpoint_path.with_suffix(".pt.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        atomic_torch_save(state, self.checkpoint_path)
 
     @contextmanager
     def timer(self, name: str) -> Iterator[None]:

@@ -70,7 +70,13 @@ def test_tiny_runs_write_records_and_support_lists(synthetic_root, scratch_store
     support = tmp_path / "results" / "smoke" / "support" / "mvtec_ad__toothbrush__k2__seed0.json"
     listed = json.loads(support.read_text())["files"]
     assert len(listed) == 2 and all(f.startswith("toothbrush/train/good/") for f in listed)
-    # a committed list is reused as is (edit it: the run follows the file)
+    # a committed list is reused as is: edit it (three images now), and the run follows the file
+    payload = json.loads(support.read_text())
+    extra = sorted(p.name for p in (synthetic_root / "mvtec_ad" / "toothbrush" / "train" / "good")
+                   .iterdir() if f"toothbrush/train/good/{p.name}" not in listed)[0]
+    payload["files"] = [*listed, f"toothbrush/train/good/{extra}"]
+    support.write_text(json.dumps(payload))
     again = run_cell("pouta", "main", "mvtec_ad", "toothbrush", variant="epochs=1,shots=2", **kw)
-    assert "support set" in again["extra"]["train_images"]
+    assert again["extra"]["train_images"] == f"support set {support.name}"
+    assert again["extra"]["n_train"] == 3
     assert np.isfinite(again["metrics"]["image_auroc"])

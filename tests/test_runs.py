@@ -100,6 +100,40 @@ def test_checkpoint_roundtrip_records_resume_step(tmp_path):
     assert not any((tmp_path / "cache").rglob("*.pt"))  # checkpoints removed once finished
 
 
+def test_resume_restores_every_part_and_returns_the_rest(tmp_path):
+    """``checkpoint`` saves each part's state dict by name; ``resume`` loads them back into fresh
+    objects and returns the step and the extra entries ({} on a fresh start)."""
+    store = _store(tmp_path)
+
+    def parts(seed):
+        torch.manual_seed(seed)
+        model = torch.nn.Linear(3, 2)
+        return {"model": model, "optimizer": torch.optim.Adam(model.parameters(), lr=0.1)}
+
+    def fn(ctx):
+        fresh = parts(1)
+        saved = ctx.resume(**fresh)
+        if not saved:
+            first = parts(0)
+            first["model"](torch.ones(1, 3)).sum().backward()
+            first["optimizer"].step()
+            ctx.checkpoint(3, first, history=[0.5])
+            raise KeyboardInterrupt
+        assert saved == {"step": 3, "history": [0.5]}
+        return {"metrics": {}, "extra": {
+            "weight": fresh["model"].weight.tolist(),
+            "adam_steps": fresh["optimizer"].state_dict()["state"][0]["step"].item()}}
+
+    with pytest.raises(KeyboardInterrupt):
+        store.run(KEY, fn, config={}, device=CPU, data={}, weights={})
+    rec = store.run(KEY, fn, config={}, device=CPU, data={}, weights={})
+    expected = parts(0)
+    expected["model"](torch.ones(1, 3)).sum().backward()
+    expected["optimizer"].step()
+    assert rec["extra"]["weight"] == expected["model"].weight.tolist()
+    assert rec["extra"]["adam_steps"] == 1 and rec["resumed_from_step"] == 3
+
+
 def _cli(env, *extra):
     return [sys.executable, "-m", "repro", "run", "--paper", "baseline", "--experiment", "ae",
             "--dataset", "mvtec_ad", "--category", "grid", "--profile", "smoke",

@@ -22,6 +22,7 @@ from .common import (
     load_mask,
     read_image,
     read_mask,
+    stack_images,
 )
 from .fewshot import load_support, save_support, select_support
 
@@ -101,5 +102,5 @@ __all__ = [
     "DATASETS", "DatasetError", "DatasetFormat", "ImageDataset", "Record", "Sample",
     "categories", "describe", "holdout_split", "is_synthetic", "list_records",
     "load_mask", "load_split", "load_support", "present_categories", "read_image", "read_mask",
-    "save_support", "select_support",
+    "save_support", "select_support", "stack_images",
 ]

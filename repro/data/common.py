@@ -178,6 +178,12 @@ class ImageDataset(Dataset):
                       str(rec.path))
 
 
+def stack_images(records: Sequence[Record], image_size: int | Sequence[int]) -> torch.Tensor:
+    """The records' images at one size as a (N, 3, H, W) tensor in [0, 1]."""
+    ds = ImageDataset(records, image_size)
+    return torch.stack([ds[i].image for i in range(len(ds))])
+
+
 def load_mask(rec: Record, size: tuple[int, int]) -> np.ndarray:
     """Union of a record's masks at ``size`` (h, w); zeros for a normal image."""
     if not rec.mask_paths:

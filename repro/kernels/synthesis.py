@@ -40,7 +40,9 @@ Choices (D = as in DRAEM's code, C = our choice):
   texture (a path drawn uniformly, resized bilinearly to the image size), otherwise a copy of the
   training image translated (cyclic ``torch.roll`` by up to 1/4 of each side), rotated
   (U(-90, 90) degrees, fill 0) or left as is, each with probability 1/3; then the augmenters.
-  (C) With no texture paths, :func:`procedural_texture` stands in for DTD.
+  (C) With no texture paths, :func:`procedural_texture` stands in for DTD. "Merging" the
+  transformed copy with a DTD image (Sec. III-A) is read as one source or the other per sample.
+  DRAEM's rotation of the training image itself (p 0.3, U(-90, 90) degrees) is not applied.
 * Blend (D): beta ~ U(0, ``beta_max`` = 0.8);
   ``I_in = I (1 - M) + (1 - beta) A M + beta I M``, evaluated with ``torch.where`` so pixels
   outside M are bit-identical to I.
@@ -83,7 +85,8 @@ class SynthesisConfig:
 # grey <= threshold when ``reverse`` (dark object on a bright background). MemSeg's flag has the
 # opposite meaning (its ``bg_reverse=True`` means "grey > threshold is foreground"), so each
 # ``reverse`` here is ``not bg_reverse`` there; thresholds are MemSeg's. Categories not listed
-# (textures) have no foreground mask: everything is foreground.
+# (MVTec AD textures, and every VisA, MPDD and DAGM category: MemSeg gives no thresholds for
+# them) have no foreground mask: everything is foreground.
 FOREGROUND: dict[str, tuple[float, bool]] = {
     "bottle": (250, True),
     "cable": (150, False),
@@ -208,7 +211,8 @@ def solarize(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
 
 
 def posterize(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Keep the top randint[4, 8] bits of each 8-bit value (PIL ImageOps.posterize)."""
+    """Keep the top randint[1, 8] bits of each 8-bit value (PIL ImageOps.posterize; imgaug's
+    default range, :data:`POSTERIZE_BITS`)."""
     bits = int(rng.integers(POSTERIZE_BITS[0], POSTERIZE_BITS[1] + 1))
     return TF.posterize(_to_uint8(x), bits).float() / 255
 

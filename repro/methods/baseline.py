@@ -12,16 +12,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..data import ImageDataset, list_records
+from ..data import ImageDataset, list_records, stack_images
 from ..evaluate import evaluate
 from ..kernels import gaussian_blur
 from ..networks import count_parameters
 from ..networks.baseline import conv_autoencoder
 from ..runs import RunContext
-
-
-def _stack(dataset: ImageDataset) -> torch.Tensor:
-    return torch.stack([dataset[i].image for i in range(len(dataset))])
 
 
 def run(ctx: RunContext, data_root: Path) -> dict:
@@ -31,17 +27,13 @@ def run(ctx: RunContext, data_root: Path) -> dict:
              if r.label == 0]
     test = list_records(data_root, key.dataset, key.category, "test")
     size = cfg["image_size"]
-    x_train = _stack(ImageDataset(train, size)).to(device)  # (N, 3, H, W)
+    x_train = stack_images(train, size).to(device)  # (N, 3, H, W)
 
     torch.manual_seed(key.seed)
     model = conv_autoencoder(cfg["width"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    step = 0
-    state = ctx.load_checkpoint()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        step = state["step"]
+    parts = {"model": model, "optimizer": opt}
+    step = ctx.resume(**parts).get("step", 0)
 
     model.train()
     with ctx.timer("train_s"):
@@ -56,8 +48,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
             opt.step()
             step += 1
             if step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
-                ctx.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                     "step": step})
+                ctx.checkpoint(step, parts)
 
     model.eval()
     test_set = ImageDataset(test, size)

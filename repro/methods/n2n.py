@@ -19,7 +19,7 @@ import torch
 from sklearn.metrics import precision_recall_curve
 from tqdm.auto import tqdm
 
-from ..data import ImageDataset, holdout_split, list_records, load_mask
+from ..data import holdout_split, list_records, load_mask, stack_images
 from ..evaluate import defect_examples, evaluate
 from ..kernels import gaussian_blur
 from ..kernels.msssim import mix_loss, mix_map
@@ -47,8 +47,7 @@ def add_noise(x0: torch.Tensor, lam: float, noise_std: float,
 
 
 def _stack(records, size: int) -> torch.Tensor:
-    ds = ImageDataset(records, size)
-    return normalise(torch.stack([ds[i].image for i in range(len(ds))]))
+    return normalise(stack_images(records, size))
 
 
 def _generator(*keys: int) -> torch.Generator:
@@ -147,14 +146,11 @@ def run(ctx: RunContext, data_root: Path) -> dict:
                             weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg["t_max"],
                                                        eta_min=cfg["eta_min"])
-    epoch, best, best_state, bad, history = 0, float("inf"), None, 0, []
-    state = ctx.load_checkpoint()
-    if state is not None:
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        epoch, best, best_state = state["step"], state["best"], state["best_state"]
-        bad, history = state["bad"], state["history"]
+    parts = {"model": net, "optimizer": opt, "scheduler": sched}
+    saved = ctx.resume(**parts)
+    epoch, best, best_state = saved.get("step", 0), saved.get("best", float("inf")), \
+        saved.get("best_state")
+    bad, history = saved.get("bad", 0), saved.get("history", [])
 
     n_seen, bs = 0, cfg["batch_size"]
     bar = tqdm(total=cfg["max_epochs"], initial=epoch, desc=f"n2n {key.category} {key.variant}",
@@ -186,9 +182,8 @@ def run(ctx: RunContext, data_root: Path) -> dict:
                 bad += 1
             epoch += 1
             bar.update(1)
-            ctx.save_checkpoint({"model": net.state_dict(), "optimizer": opt.state_dict(),
-                                 "scheduler": sched.state_dict(), "step": epoch, "best": best,
-                                 "best_state": best_state, "bad": bad, "history": history})
+            ctx.checkpoint(epoch, parts, best=best, best_state=best_state, bad=bad,
+                           history=history)
     bar.close()
     net.load_state_dict(best_state)
 

@@ -7,7 +7,9 @@ the MSS heads (POUTA variants with MSS). The focal loss is DRAEM's: on softmax p
 gamma 2, no class weights. The L1 term is between the anomaly probability and the mask.
 Adam (2e-4), batch 8, 600 epochs, lr x0.2 at 80 % and 90 % of the epochs, 224x224.
 An epoch is one pass over the training images (each drawn once, each a fresh synthetic sample).
-Every unstated value is in ``repro.profiles.PAPER_CONFIG["pouta"]``.
+Unstated values are in ``repro.profiles.PAPER_CONFIG["pouta"]``; the synthesis details (Perlin
+scale and threshold, augmenters, self-transform ranges) in ``repro.kernels.synthesis``. The SSIM
+of L_rec uses only the valid 11x11 windows (ours; DRAEM zero-pads by 5).
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..data import ImageDataset, list_records, load_support, save_support
-from ..data import select_support as choose_support
+from ..data import list_records, load_support, save_support, select_support, stack_images
 from ..data.dtd import list_textures
+from ..env import results_dir
 from ..evaluate import defect_examples, evaluate
 from ..kernels.msssim import ssim_map
 from ..kernels.synthesis import FOREGROUND, SynthesisConfig, foreground_mask, synthesize
@@ -82,8 +84,6 @@ class SyntheticAnomalies(Dataset):
 
 def support_path(ctx: RunContext, k: int) -> Path:
     """Where a few-shot support set is committed: ``results/<profile>/support/...json``."""
-    from ..env import results_dir
-
     key = ctx.key
     return results_dir() / key.profile / "support" / \
         f"{key.dataset}__{key.category}__k{k}__seed{key.seed}.json"
@@ -98,14 +98,9 @@ def training_records(ctx: RunContext, data_root: Path) -> tuple[list, str]:
     path = support_path(ctx, cfg["shots"])
     if path.is_file():  # the committed list wins: everyone reruns the same shots
         return load_support(path, data_root / key.dataset), f"support set {path.name}"
-    support = choose_support(train, cfg["shots"], key.seed)
+    support = select_support(train, cfg["shots"], key.seed)
     save_support(path, support, data_root / key.dataset, seed=key.seed)
     return support, f"support set {path.name} (new)"
-
-
-def _stack(records, size: int) -> torch.Tensor:
-    ds = ImageDataset(records, size)
-    return torch.stack([ds[i].image for i in range(len(ds))])
 
 
 @torch.inference_mode()
@@ -132,7 +127,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     s = cfg["image_size"]
     train, train_note = training_records(ctx, data_root)
     test = list_records(data_root, key.dataset, key.category, "test")
-    x_train = _stack(train, s)
+    x_train = stack_images(train, s)
     dtd = Path(data_root) / "dtd"
     textures = list_textures(dtd) if (dtd / "images").is_dir() else []
     fg_rule = FOREGROUND.get(key.category) if cfg["foreground"] else None
@@ -147,13 +142,9 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     milestones = [int(m * cfg["epochs"]) for m in cfg["lr_milestones"]]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=cfg["lr_gamma"])
-    epoch, history = 0, []
-    state = ctx.load_checkpoint()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        epoch, history = state["step"], state["history"]
+    parts = {"model": model, "optimizer": opt, "scheduler": sched}
+    saved = ctx.resume(**parts)
+    epoch, history = saved.get("step", 0), saved.get("history", [])
     lam = cfg["mss_weights"]
     n_seen = 0
     bar = tqdm(total=cfg["epochs"], initial=epoch, desc=f"pouta {key.category} {key.variant}",
@@ -188,12 +179,10 @@ def run(ctx: RunContext, data_root: Path) -> dict:
             history.append({"epoch": epoch, "lr": opt.param_groups[0]["lr"],
                             **{k: v.item() / len(data) for k, v in totals.items()}})
             if epoch % cfg["checkpoint_every"] == 0 and epoch < cfg["epochs"]:
-                ctx.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                     "scheduler": sched.state_dict(), "step": epoch,
-                                     "history": history})
+                ctx.checkpoint(epoch, parts, history=history)
     bar.close()
 
-    x_test = _stack(test, s).to(device)
+    x_test = stack_images(test, s).to(device)
     with ctx.timer("test_s"):
         maps, recons = predict(model, x_test)
         scores = image_scores(maps, cfg["score_pool"]).cpu().numpy()

@@ -21,8 +21,6 @@ Unstated values are in ``repro.profiles.PAPER_CONFIG["puad"]``.
 from __future__ import annotations
 
 import copy
-import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +30,13 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ..data import DatasetError, ImageDataset, list_records, load_mask
+from ..data import DatasetError, list_records, load_mask, stack_images
 from ..data.common import image_size_of, list_images
 from ..data.dtd import list_textures
 from ..env import resolve_path
 from ..evaluate import evaluate
 from ..metrics import loco_image_aurocs
-from ..networks import IMAGENET_MEAN, IMAGENET_STD, count_parameters
+from ..networks import IMAGENET_MEAN, IMAGENET_STD, count_parameters, median_latency_ms
 from ..networks.efficientad import TEACHER_CHANNELS, autoencoder, pdn
 from ..runs import RunContext
 from .teacher import (
@@ -57,11 +55,6 @@ SCORES = ("efficientad", "puad", "puad_teacher", "mahalanobis", "mahalanobis_tea
 # --------------------------------------------------------------------------------------------
 # Images
 # --------------------------------------------------------------------------------------------
-
-def _stack(records, size: int) -> torch.Tensor:
-    ds = ImageDataset(records, size)
-    return torch.stack([ds[i].image for i in range(len(ds))])
-
 
 def natural_images(cfg: dict, data_root: Path) -> tuple[list[Path], str]:
     """ImageNet-like images for the penalty and the distillation: ``imagenet_dir`` (every image
@@ -211,7 +204,9 @@ class EfficientADPUAD(nn.Module):
     def fit(self, x_train: torch.Tensor, x_val: torch.Tensor, quantiles: tuple[float, float],
             batch_size: int = 16) -> dict:
         """Quantile map normalisation and z-scores on the validation images, Mahalanobis
-        statistics on the training images. Returns what was fitted (for the record)."""
+        statistics on the training images. Returns what was fitted (for the record).
+        The quantiles are taken on the PDN output grid (ours, as nelson1425; PUAD's code takes
+        them on the maps upsampled to the input size)."""
         def run(x):
             ts, ss, st, ae = [], [], [], []
             for i in range(0, len(x), batch_size):
@@ -250,7 +245,11 @@ class EfficientADPUAD(nn.Module):
 # Training (Algorithm 1)
 # --------------------------------------------------------------------------------------------
 
-def teacher_for(cfg: dict, data_root: Path, train_paths: list[Path], naturals: list[Path],
+def _cuda_rng(device: torch.device) -> torch.Tensor | None:
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def teacher_for(cfg: dict, train_paths: list[Path], naturals: list[Path],
                 natural_source: str, device: torch.device, seed: int
                 ) -> tuple[nn.Module, dict]:
     if cfg["teacher_weights"]:
@@ -292,22 +291,21 @@ def train(ctx: RunContext, teacher: nn.Module, x_train: torch.Tensor, penalty_pa
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=int(cfg["lr_drop_fraction"] *
                                                                cfg["steps"]), gamma=0.1)
     gen = torch.Generator().manual_seed(seed)
-    step, history = 0, []
-    state = ctx.load_checkpoint()
-    if state is not None:
-        student.load_state_dict(state["student"])
-        ae.load_state_dict(state["ae"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        step, history = state["step"], state["history"]
+    parts = {"student": student, "ae": ae, "optimizer": opt, "scheduler": sched}
+    saved = ctx.resume(**parts)
+    if saved:  # the draws (images, augmentation) and the autoencoder's dropout continue as before
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["rng"])
+        if saved["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(saved["cuda_rng"], device)
+    step, history = saved.get("step", 0), saved.get("history", [])
     penalty = endless(ImageFiles(penalty_paths, s, resize=2 * s), 1, seed * 1000 + step,
                       cfg["workers"]) if cfg["penalty"] else None
     lo, hi = cfg["augment_range"]
     student.train()
     ae.train()
     bar = tqdm(total=cfg["steps"], initial=step, desc=f"efficientad {cfg['size']}", leave=False)
-    running = {}
+    running, n_running = {}, 0
     while step < cfg["steps"]:
         x = x_train[int(torch.randint(len(x_train), (1,), generator=gen))][None]
         x_aug = augment(x, lo, hi, gen)
@@ -331,17 +329,15 @@ def train(ctx: RunContext, teacher: nn.Module, x_train: torch.Tensor, penalty_pa
         bar.update(1)
         for k, v in losses.items():  # summed on the device: no host sync per step
             running[k] = running.get(k, 0.0) + v.detach()
+        n_running += 1  # a window resumed mid-way holds fewer steps than log_every
         log_every = max(cfg["steps"] // 50, 1)
         if step % log_every == 0 or step == cfg["steps"]:
-            n = log_every if step % log_every == 0 else step % log_every
             history.append({"step": step, "lr": opt.param_groups[0]["lr"],
-                            **{k: v.item() / n for k, v in running.items()}})
-            running = {}
+                            **{k: v.item() / n_running for k, v in running.items()}})
+            running, n_running = {}, 0
         if step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
-            ctx.save_checkpoint({"student": student.state_dict(), "ae": ae.state_dict(),
-                                 "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                                 "generator": gen.get_state(), "step": step,
-                                 "history": history})
+            ctx.checkpoint(step, parts, generator=gen.get_state(), history=history,
+                           rng=torch.get_rng_state(), cuda_rng=_cuda_rng(device))
     bar.close()
     return student, ae, t_mean, t_std, history
 
@@ -358,17 +354,8 @@ def latency_ms(model: EfficientADPUAD, size: int, device: torch.device, repeats:
     model.eval()
     dtype = next(model.parameters()).dtype
     x = torch.rand(1, 3, size, size, device=device).to(dtype)
-    times = {"efficientad": [], "puad": []}
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for r in range(warmup + repeats):
-        for name, flag in (("efficientad", False), ("puad", True)):
-            sync()
-            t0 = time.perf_counter()
-            score = model(x, puad=flag)
-            score = score.item()  # the score reaches the host: the end of the measured path
-            if r >= warmup:
-                times[name].append((time.perf_counter() - t0) * 1000)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return median_latency_ms({"efficientad": lambda v: model(v, puad=False),
+                              "puad": lambda v: model(v, puad=True)}, x, repeats, warmup)
 
 
 def examples(test, x_test, maps, scores: dict[str, np.ndarray], size: int) -> dict:
@@ -415,11 +402,11 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     val_rec = list_records(data_root, key.dataset, key.category, "validation")
     test = list_records(data_root, key.dataset, key.category, "test")
     naturals, natural_source = natural_images(cfg, data_root)
-    x_train = _stack(train_rec, s).to(device)
-    x_val = _stack(val_rec, s).to(device)
+    x_train = stack_images(train_rec, s).to(device)
+    x_val = stack_images(val_rec, s).to(device)
 
     with ctx.timer("teacher_s"):
-        teacher, teacher_info = teacher_for(cfg, data_root, [r.path for r in train_rec],
+        teacher, teacher_info = teacher_for(cfg, [r.path for r in train_rec],
                                             naturals, natural_source, device, key.seed)
     # the teacher was distilled with padding; Algorithm 1 uses the same weights without
     frozen = pdn(cfg["size"], C, padding=False).to(device)
@@ -431,7 +418,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     with ctx.timer("fit_s"):
         fitted = model.fit(x_train, x_val, tuple(cfg["map_quantiles"]))
 
-    x_test = _stack(test, s).to(device)
+    x_test = stack_images(test, s).to(device)
     with ctx.timer("test_s"):
         out = model.score_all(x_test)
     scores = {k: out[k].cpu().numpy().astype(np.float64) for k in SCORES}

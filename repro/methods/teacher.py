@@ -4,9 +4,12 @@ Sec. 3.1; reference notes 4.2), or loaded from a file.
 Distillation target: features of the extractor at twice the PDN's input size (512 for 256),
 taken from two layers of stride 8 and 16, the stride-16 layer bilinearly upsampled to the
 stride-8 grid (64x64 at 512), each location described by its 3x3 neighbourhood (``distil_patch``,
-PatchCore-style local aggregation as in nelson1425's ``pretraining.py``; PUAD's own code uses no
+PatchCore-style local aggregation after nelson1425's ``pretraining.py``; PUAD's own code uses no
 neighbourhood, ``distil_patch=1``), and the concatenated vector average-pooled over channels to
-384. Targets are normalised per channel with mean and std over ``distil_stats_images`` images.
+384. *Ours*: the order. nelson1425 takes each layer's neighbourhoods at its own resolution,
+upsamples, pools each layer to 1024 channels and then the pair to 384 (reference notes 4.2); we
+upsample first and pool the concatenation once, so each layer weighs by its channel count.
+Targets are normalised per channel with mean and std over ``distil_stats_images`` images.
 The PDN (with padding: 64x64 output at 256) is trained with MSE, Adam (lr 1e-4, weight decay
 1e-5), batch 16, 60,000 iterations; a random grayscale (p 0.1) is applied identically to both
 views.
@@ -41,6 +44,7 @@ from ..env import cache_dir
 from ..networks import IMAGENET_MEAN, IMAGENET_STD
 from ..networks.efficientad import TEACHER_CHANNELS, pdn
 from ..networks.efficientnet_lite import efficientnet_lite0
+from ..runs import atomic_torch_save
 
 
 def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
@@ -158,13 +162,6 @@ def _fingerprint(cfg: dict, paths: Sequence[Path], seed: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device, seed: int,
            workers: int = 0) -> tuple[nn.Module, dict]:
     """A distilled teacher (PDN with padding) and its provenance. Cached under
@@ -216,6 +213,8 @@ def distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device, 
         x = random_grayscale(next(batches).to(device), cfg["distil_gray_p"], gen)
         with torch.no_grad():
             y = (target(x) - mean) / std
+        # ours: the PDN's view is the extractor's 2s image downsampled (anti-aliased), not a
+        # second read of the file at s
         small = F.interpolate(x, size=s, mode="bilinear", antialias=True)
         loss = F.mse_loss(teacher(imagenet_normalise(small)), y)
         opt.zero_grad(set_to_none=True)
@@ -226,9 +225,9 @@ def distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device, 
         if step % 50 == 0 or step == cfg["distil_steps"]:
             history.append({"step": step, "loss": loss.item()})
         if step % max(cfg["checkpoint_every"], 1) == 0 and step < cfg["distil_steps"]:
-            _save({"model": teacher.state_dict(), "optimizer": opt.state_dict(), "mean": mean,
-                   "std": std, "step": step, "history": history,
-                   "generator": gen.get_state()}, ckpt)
+            atomic_torch_save({"model": teacher.state_dict(), "optimizer": opt.state_dict(),
+                               "mean": mean, "std": std, "step": step, "history": history,
+                               "generator": gen.get_state()}, ckpt)
     bar.close()
     info = {
         "source": "distilled", "backbone": backbone,
@@ -240,7 +239,7 @@ def distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device, 
         "final_loss": history[-1]["loss"] if history else None, "history": history,
         "cache_file": str(final),
     }
-    _save({"model": teacher.state_dict(), "info": info}, final)
+    atomic_torch_save({"model": teacher.state_dict(), "info": info}, final)
     ckpt.unlink(missing_ok=True)
     return teacher.eval(), info
 

@@ -27,7 +27,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ..data import ImageDataset, list_records
+from ..data import list_records, stack_images
 from ..evaluate import defect_examples, evaluate
 from ..kernels import gaussian_blur
 from ..kernels.gms import msgms_loss
@@ -132,8 +132,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     train = [r for r in list_records(data_root, key.dataset, key.category, "train")
              if r.label == 0]
     test = list_records(data_root, key.dataset, key.category, "test")
-    ds = ImageDataset(train, s)
-    x_train = torch.stack([ds[i].image for i in range(len(ds))])
+    x_train = stack_images(train, s)
     with ctx.timer("slic_s"):
         segments = segments_of(x_train, cfg) if flags["surf"] else None
     x_train = x_train.to(device)
@@ -142,12 +141,9 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     torch.manual_seed(key.seed)
     model = make_model(cfg).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    epoch, history = 0, []
-    state = ctx.load_checkpoint()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        epoch, history = state["step"], state["history"]
+    parts = {"model": model, "optimizer": opt}
+    saved = ctx.resume(**parts)
+    epoch, history = saved.get("step", 0), saved.get("history", [])
     n, bs, n_seen = len(x_train), cfg["batch_size"], 0
     bar = tqdm(total=cfg["epochs"], initial=epoch, desc=f"tsdn {key.category} {key.variant}",
                leave=False)
@@ -178,12 +174,10 @@ def run(ctx: RunContext, data_root: Path) -> dict:
             bar.update(1)
             history.append({"epoch": epoch, **{k: float(v) / n for k, v in totals.items()}})
             if epoch % cfg["checkpoint_every"] == 0 and epoch < cfg["epochs"]:
-                ctx.save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(),
-                                     "step": epoch, "history": history})
+                ctx.checkpoint(epoch, parts, history=history)
     bar.close()
 
-    ds_test = ImageDataset(test, s)
-    x_test = torch.stack([ds_test[i].image for i in range(len(ds_test))]).to(device)
+    x_test = stack_images(test, s).to(device)
     with ctx.timer("test_s"):
         raw, recons = predict(model, x_test, cfg["map_sigma"])
         maps = normalise(raw)

@@ -21,6 +21,24 @@ def count_parameters(model: nn.Module) -> int:
 
 
 @torch.inference_mode()
+def median_latency_ms(fns: dict[str, Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor,
+                      repeats: int, warmup: int) -> dict[str, float]:
+    """Median wall time (ms) of each ``fns[name](x)``, its output brought to the host (the end
+    of the measured path), after ``warmup`` calls; the functions alternate, so they share the
+    machine's state."""
+    sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(repeats + warmup):
+        for name, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            fn(x).cpu()
+            if r >= warmup:
+                times[name].append((time.perf_counter() - t0) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+@torch.inference_mode()
 def inference_cost(model: nn.Module, infer: Callable[[torch.Tensor], torch.Tensor], size: int,
                    device: torch.device, repeats: int, warmup: int = 3) -> dict:
     """Parameters, multiply-accumulates (FlopCounterMode FLOPs / 2) of ``model`` and the median
@@ -30,13 +48,6 @@ def inference_cost(model: nn.Module, infer: Callable[[torch.Tensor], torch.Tenso
     x = torch.rand(1, 3, size, size, device=device)
     with FlopCounterMode(display=False) as fc:
         model(x)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = []
-    for r in range(repeats + warmup):
-        sync()
-        t0 = time.perf_counter()
-        infer(x).cpu()
-        if r >= warmup:
-            times.append((time.perf_counter() - t0) * 1000)
+    latency = median_latency_ms({"infer": infer}, x, repeats, warmup)["infer"]
     return {"params": count_parameters(model), "macs": fc.get_total_flops() / 2,
-            "latency_ms": statistics.median(times), "at": size}
+            "latency_ms": latency, "at": size}

@@ -19,9 +19,9 @@ PDN-M::
     conv 512->512 k1, ReLU, conv 512->512 k3 p1, ReLU,
     conv 512->out k4, ReLU, conv out->out k1
 
-Autoencoder: six strided convolutions down to a 64x1x1 code, then eight
-(bilinear resize, conv k4 p2, ReLU, dropout 0.2) decoding steps, resize to the student's output
-size and two 3x3 convolutions to 384 channels.
+Autoencoder: five strided convolutions (k4 s2 p1, ReLU) and one 8x8 convolution down to a
+64x1x1 code, then six (bilinear resize, conv k4 p2, ReLU, dropout 0.2) decoding steps, a resize
+to the student's output size and two 3x3 convolutions to 384 channels.
 """
 
 from __future__ import annotations

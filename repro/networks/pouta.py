@@ -31,8 +31,10 @@ POUTA's coarse-to-fine discriminative network reads (F_Ei, F_Di) pairs of equal 
 The vanilla discriminative network is DRAEM's U-Net (six encoder blocks, base width ``d``) on
 ``cat[input, reconstruction]``.
 
-Unpublished and chosen by us (documented in ``PAPER_WIDTHS``): ``b``, ``d``, ``c_i``, BatchNorm
-and ReLU after every FCM/HSG convolution, sigmoid gates, bilinear upsampling.
+Unpublished and chosen by us (the widths are ``rec_width``, ``vanilla_width`` and ``c2f_widths``
+of ``repro.profiles.PAPER_CONFIG["pouta"]``): ``b``, ``d``, ``c_i``, BatchNorm and ReLU after
+every FCM/HSG convolution, sigmoid gates, bilinear upsampling, PyTorch's default initialisation
+(DRAEM draws conv weights from N(0, 0.02) and BatchNorm weights from N(1, 0.02); we do not).
 """
 
 from __future__ import annotations

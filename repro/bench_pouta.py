@@ -52,9 +52,11 @@ def summary(folder: Path) -> Path:
         folder, "pouta_cost", "POUTA cost (Table VI): 224x224, batch 1",
         "Written by `python -m repro.bench_pouta --device <cpu|cuda>`. Paper: POUTA 15.02 M, "
         "35.37 G, 32 ms; vanilla 28.68 M, 39.38 G, 52 ms (ratio 0.62); G read as "
-        "multiply-accumulates; hardware not stated. `commit`: the code that was measured; up to "
-        "5dfce83, M_p concatenated the four upsampled maps at full resolution, later commits "
-        "apply its 1x1 convolution before upsampling (same output, 63 M fewer MACs).",
+        "multiply-accumulates; hardware not stated. `commit`: the code that was measured "
+        "(`-dirty`: with uncommitted changes to `repro/`; the H100 file predates that mark "
+        "and was measured with uncommitted code on top of 3e79bbb). 34.69 GMAC: M_p "
+        "concatenates the four upsampled maps at full resolution (up to 5dfce83); 34.63: its "
+        "1x1 convolution is applied before upsampling (same output, 63 M fewer MACs).",
         ["device", "commit", "model", "params M", "GMAC", "latency ms",
          "POUTA / vanilla latency"], _rows)
 

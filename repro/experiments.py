@@ -17,6 +17,7 @@ from .data.synthetic import ensure_synthetic
 from .env import cache_dir, resolve_device, resolve_path, results_dir, seed_everything
 from .profiles import Profile, get_profile, paper_config
 from .runs import RunContext, RunKey, RunStore
+from .weights import resolve_auto
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,7 @@ def run_cell(paper: str, experiment: str, dataset: str, category: str, *, varian
     prof = get_profile(profile)
     config = paper_config(paper, profile)
     config.update(variant_overrides(exp, variant, config))
+    config = resolve_auto(config)  # "auto" weights -> the TORCH_HOME file or None, before hashing
     key = RunKey(paper, experiment, dataset, category, variant or "default", seed, profile)
     store = store_for(profile)
     did = data_id(data_root, prof)

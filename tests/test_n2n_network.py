@@ -183,3 +183,33 @@ def test_ablation_has_no_3x3_in_blocks() -> None:
     assert _convs(full, 3) == 9 + 2 * 7
     assert sum(isinstance(m, ResidualAttention) for m in full.modules()) == 7
     assert count_parameters(ablated) < count_parameters(full)
+
+
+# --- global residual (issue 11, point 4) ---------------------------------------------------
+
+def test_default_network_is_not_an_identity_at_init() -> None:
+    """The paper's network (no global residual) starts far from the identity, so lambda = 0
+    has something to learn; SRMNet's residual (variant global_residual=true) starts near it.
+    With the same weights the two outputs differ by exactly the input."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    net = n2n_net(width=8).eval()
+    res = n2n_net(width=8, residual=True).eval()
+    res.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        out, out_res = net(x), res(x)
+    rel = float((out - x).norm() / x.norm())
+    rel_res = float((out_res - x).norm() / x.norm())
+    assert rel > 0.5  # not an identity
+    assert rel_res < rel and rel_res < 0.5  # the residual starts close to one
+    torch.testing.assert_close(out_res, out + x)
+    assert not net.residual and res.residual
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate"])
+def test_conv_padding_mode(mode: str) -> None:
+    net = n2n_net(width=8, padding_mode=mode)
+    convs3 = [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert convs3 and all(m.padding_mode == mode for m in convs3)
+    assert count_parameters(net) == count_parameters(n2n_net(width=8))
+    assert net(torch.rand(1, 3, 32, 32)).shape == (1, 3, 32, 32)

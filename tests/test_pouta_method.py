@@ -80,3 +80,97 @@ def test_tiny_runs_write_records_and_support_lists(synthetic_root, scratch_store
     assert again["extra"]["train_images"] == f"support set {support.name}"
     assert again["extra"]["n_train"] == 3
     assert np.isfinite(again["metrics"]["image_auroc"])
+
+
+def test_few_shot_step_budget_equals_the_full_runs_steps_by_hand():
+    """grid in real_subset: 25 images, batch 8 -> 4 steps per epoch, 120 epochs = 480 steps; a
+    k-shot run (k <= 8: one step per pass) gets 480 passes; k = 12 (2 steps a pass) 240 passes."""
+    from repro.methods.pouta import step_budget
+
+    cfg = {"epochs": 120, "batch_size": 8, "shots": 0, "shot_steps": "full"}
+    assert step_budget(cfg, 25, 25) == (120, 480)
+    for k in (2, 4, 8):
+        assert step_budget({**cfg, "shots": k}, k, 25) == (480, 480)
+    assert step_budget({**cfg, "shots": 12}, 12, 25) == (240, 480)
+    assert step_budget({**cfg, "shots": 9}, 9, 27) == (240, 480)  # 2 steps a pass, 4 x 120 steps
+    assert step_budget({**cfg, "shots": 3}, 3, 25) == (480, 480)
+    # the old reading: 120 passes over the k images, 120 steps
+    assert step_budget({**cfg, "shots": 2, "shot_steps": "epochs"}, 2, 25) == (120, 120)
+    with pytest.raises(ValueError):
+        step_budget({**cfg, "shots": 2, "shot_steps": "steps"}, 2, 25)
+
+
+def test_support_draws_differ_and_are_reproducible(tmp_path):
+    from repro.data import Record, select_support
+    from repro.methods.pouta import support_seed
+
+    pool = [Record(tmp_path / f"{i:03d}.png", 0, "good", "mvtec_ad", "grid") for i in range(25)]
+    for k in (2, 4, 8):
+        draws = [tuple(r.path.name for r in select_support(pool, k, support_seed(0, d)))
+                 for d in range(3)]
+        assert len(set(draws)) == 3  # three different support sets
+        assert draws == [tuple(r.path.name for r in select_support(pool[::-1], k,
+                                                                    support_seed(0, d)))
+                         for d in range(3)]  # the same again, whatever the listing order
+    assert support_seed(0, 0) == 0  # draw 0 keeps the lists committed before draws existed
+
+
+@pytest.mark.slow
+def test_few_shot_run_takes_the_full_runs_step_count(synthetic_root, scratch_store):
+    """Synthetic toothbrush: 8 training images, smoke batch 4 -> 2 steps per epoch; 3 epochs
+    = 6 steps for the full run and for the 2-shot run (6 passes of one step)."""
+    from repro.experiments import run_cell
+
+    kw = dict(profile="smoke", data_root=str(synthetic_root), device="cpu")
+    full = run_cell("pouta", "main", "mvtec_ad", "toothbrush", variant="epochs=3", **kw)
+    assert (full["extra"]["n_train"], full["extra"]["steps"]) == (8, 6)
+    assert len(full["extra"]["history"]) == 3
+    for draw in (0, 1):
+        shots = run_cell("pouta", "main", "mvtec_ad", "toothbrush",
+                         variant=f"epochs=3,shots=2,support_draw={draw}", **kw)
+        assert (shots["extra"]["n_train"], shots["extra"]["n_full_train"]) == (2, 8)
+        assert shots["extra"]["steps"] == 6 and len(shots["extra"]["history"]) == 6
+    old = run_cell("pouta", "main", "mvtec_ad", "toothbrush",
+                   variant="epochs=3,shots=2,shot_steps=epochs", **kw)
+    assert old["extra"]["steps"] == 3
+    support = scratch_store / "results" / "smoke" / "support"
+    first = json.loads((support / "mvtec_ad__toothbrush__k2__seed0.json").read_text())
+    second = json.loads((support / "mvtec_ad__toothbrush__k2__draw1__seed0.json").read_text())
+    assert first["files"] != second["files"] and second["seed"] == 1000
+
+
+def test_category_overrides_apply_to_their_category_only():
+    from repro.methods.pouta import category_config
+    from repro.profiles import paper_config
+
+    cfg = {**paper_config("pouta", "smoke"), "category_overrides": {"grid": {"epochs": 7}}}
+    assert category_config(cfg, "grid")["epochs"] == 7
+    assert category_config(cfg, "toothbrush")["epochs"] == cfg["epochs"] != 7
+    with pytest.raises(ValueError, match="unknown keys"):
+        category_config({**cfg, "category_overrides": {"grid": {"epoch": 7}}}, "grid")
+
+
+def test_training_crops_are_windows_of_the_clean_image_and_reproducible():
+    from repro.kernels.synthesis import SynthesisConfig
+    from repro.methods.pouta import SyntheticAnomalies
+
+    torch.manual_seed(0)
+    images = torch.rand(3, 3, 32, 32)
+    whole = SyntheticAnomalies(images, [], SynthesisConfig(), [None] * 3, seed=0)
+    img, mask, clean = whole[1]
+    assert img.shape == (3, 32, 32) and torch.equal(clean, images[1])
+    cropped = SyntheticAnomalies(images, [], SynthesisConfig(), [None] * 3, seed=0, crop=16)
+    corners = set()
+    for epoch in range(6):
+        cropped.epoch = epoch
+        img, mask, clean = cropped[1]
+        assert img.shape == (3, 16, 16) and mask.shape == (1, 16, 16)
+        # the clean target is a 16x16 window of the image, and the input equals it off the mask
+        hits = [(t, u) for t in range(17) for u in range(17)
+                if torch.equal(images[1][:, t:t + 16, u:u + 16], clean)]
+        assert len(hits) == 1
+        corners.add(hits[0])
+        assert torch.equal(img[:, mask[0] == 0], clean[:, mask[0] == 0])
+        again = cropped[1]
+        assert all(torch.equal(a, b) for a, b in zip(again, (img, mask, clean), strict=True))
+    assert len(corners) > 1  # windows move between epochs

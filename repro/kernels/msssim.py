@@ -45,6 +45,11 @@ Choices made here:
   sigmas every map is centre-cropped to the largest sigma's valid region). Reflect padding needs
   ``H, W > radius`` of the largest sigma (16 px for SIGMAS); valid needs ``H, W > 2 * radius``.
   A ``ValueError`` is raised otherwise.
+  ``"normalized"`` (normalised convolution; added for Noise-to-Norm's anomaly map, issue 11)
+  invents no pixels: every Gaussian moment is the weighted mean over the window's pixels that lie
+  inside the image, i.e. the zero-padded filter response divided by the zero-padded filter of an
+  all-ones image. Near a border the window simply becomes one-sided; a border row's error is not
+  mirrored into the window a second time as with ``"reflect"``. Works for any size.
 * ``pytorch_msssim.ms_ssim`` is a *different* MS-SSIM (Wang et al. 2003: a fixed 11-tap window
   on a 2x-downsampling pyramid with per-scale exponents, reduced to a scalar per image), hence it
   is not used for this loss. Its single-scale ``ssim`` equals ``ssim_map(x, y, 1.5, radius=5,
@@ -78,7 +83,7 @@ __all__ = [
 ]
 
 SIGMAS: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)
-_PADDINGS = ("reflect", "replicate", "valid")
+_PADDINGS = ("reflect", "replicate", "valid", "normalized")
 
 
 def _default_radius(sigma: float) -> int:
@@ -142,7 +147,7 @@ def _check_size(h: int, w: int, radius: int, sigma: float, padding: str, what: s
         need, rule = 2 * radius, "2 * radius"
     elif padding == "reflect":
         need, rule = radius, "radius"
-    else:  # replicate works for any size
+    else:  # replicate and normalized work for any size
         return
     if h <= need or w <= need:
         raise ValueError(
@@ -154,7 +159,25 @@ def _check_size(h: int, w: int, radius: int, sigma: float, padding: str, what: s
 def _pad(t: torch.Tensor, r: int, padding: str) -> torch.Tensor:
     if padding == "valid" or r == 0:
         return t
+    if padding == "normalized":  # zeros; the filtered moments are divided by _support(...)
+        return F.pad(t, (r, r, r, r))
     return F.pad(t, (r, r, r, r), mode=padding)
+
+
+def _support(like: torch.Tensor, r: int, win: torch.Tensor, crop: int = 0) -> torch.Tensor:
+    """(1, 1, H, W) filter response of an all-ones image zero-padded by ``r``: the weight of the
+    in-image pixels in every window (1 in the interior), the divisor of ``"normalized"``."""
+    ones = torch.ones(1, 1, *like.shape[-2:], device=like.device, dtype=like.dtype)
+    return _filter(F.pad(ones, (r, r, r, r)), win, crop)
+
+
+def _filter_moments(stack: torch.Tensor, win: torch.Tensor, crop: int, padding: str,
+                    like: torch.Tensor, r_pad: int) -> torch.Tensor:
+    """:func:`_filter`, then (``"normalized"``) divided by the in-image weight of each window."""
+    out = _filter(stack, win, crop)
+    if padding == "normalized":
+        out = out / _support(like, r_pad, win, crop)
+    return out
 
 
 def _filter(stack: torch.Tensor, win: torch.Tensor, crop: int = 0) -> torch.Tensor:
@@ -185,7 +208,8 @@ def ssim_components(x: torch.Tensor, y: torch.Tensor, sigma: float, *, data_rang
                     radius: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Luminance ``l(p)`` and contrast-structure ``cs(p)`` maps, each (B, C, H', W').
 
-    ``H' = H`` for ``padding="reflect"``/``"replicate"``, ``H - 2 * radius`` for ``"valid"``.
+    ``H' = H`` for ``padding="reflect"``/``"replicate"``/``"normalized"``, ``H - 2 * radius``
+    for ``"valid"``.
     ``radius`` defaults to ``ceil(2 * sigma)``. ``y`` may be one (B, 1, H, W) reference for
     every channel of ``x``: the same maps as with ``y.expand_as(x)``, its moments filtered once.
     """
@@ -195,10 +219,12 @@ def ssim_components(x: torch.Tensor, y: torch.Tensor, sigma: float, *, data_rang
     win = _window(sigma, r, x)
     xp, yp = _pad(x, r, padding), _pad(y, r, padding)
     if x.shape == y.shape:
-        moments = _filter(_moments(xp, yp), win).chunk(5, dim=1)
+        moments = _filter_moments(_moments(xp, yp), win, 0, padding, x, r).chunk(5, dim=1)
     else:
-        mx, exx, exy = _filter(torch.cat([xp, xp * xp, xp * yp], dim=1), win).chunk(3, dim=1)
-        my, eyy = _filter(torch.cat([yp, yp * yp], dim=1), win).chunk(2, dim=1)
+        mx, exx, exy = _filter_moments(torch.cat([xp, xp * xp, xp * yp], dim=1), win, 0,
+                                       padding, x, r).chunk(3, dim=1)
+        my, eyy = _filter_moments(torch.cat([yp, yp * yp], dim=1), win, 0, padding, x,
+                                  r).chunk(2, dim=1)
         moments = (mx, my, exx, eyy, exy)
     return _l_cs(*moments, (k1 * data_range) ** 2, (k2 * data_range) ** 2)
 
@@ -231,16 +257,16 @@ def _ms_ssim_and_l1(x, y, sigmas, data_range, padding, radius, with_ms, with_l1)
     if with_ms:
         stack = _moments(xp, yp)
         for i, (s, r) in enumerate(zip(sigmas, radii, strict=True)):
-            l_map, cs_map = _l_cs(*_filter(stack, _window(s, r, x), r_max - r).chunk(5, dim=1),
-                                  c1, c2)
+            moments = _filter_moments(stack, _window(s, r, x), r_max - r, padding, x, r_max)
+            l_map, cs_map = _l_cs(*moments.chunk(5, dim=1), c1, c2)
             ms = cs_map if ms is None else ms * cs_map
             if i == i_max:
                 l_max = l_map
         ms = ms * l_max
     l1 = None
     if with_l1:
-        l1 = _filter((xp - yp).abs(), _window(sigmas[i_max], radii[i_max], x),
-                     r_max - radii[i_max])
+        l1 = _filter_moments((xp - yp).abs(), _window(sigmas[i_max], radii[i_max], x),
+                             r_max - radii[i_max], padding, x, r_max)
     return ms, l1
 
 

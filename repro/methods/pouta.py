@@ -7,6 +7,11 @@ the MSS heads (POUTA variants with MSS). The focal loss is DRAEM's: on softmax p
 gamma 2, no class weights. The L1 term is between the anomaly probability and the mask.
 Adam (2e-4), batch 8, 600 epochs, lr x0.2 at 80 % and 90 % of the epochs, 224x224.
 An epoch is one pass over the training images (each drawn once, each a fresh synthetic sample).
+Few-shot runs (Table IV, ``shots`` = k) take, by default, as many optimiser steps as the full-data
+run of their category (``shot_steps``), and the k images come from one of several seeded draws
+(``support_draw``), each committed under ``results/<profile>/support/``.
+A profile may set values for one category (``category_overrides``) and train on random windows of
+the images (``train_crop``; the test is on whole images); no profile does today.
 Unstated values are in ``repro.profiles.PAPER_CONFIG["pouta"]``; the synthesis details (Perlin
 scale and threshold, augmenters, self-transform ranges) in ``repro.kernels.synthesis``. The SSIM
 of L_rec uses only the valid 11x11 windows (ours; DRAEM zero-pads by 5).
@@ -54,6 +59,13 @@ def reconstruction_loss(recon: torch.Tensor, clean: torch.Tensor, sigma: float) 
     return F.mse_loss(recon, clean) + (1 - ssim)
 
 
+def mean_colour_loss(images: torch.Tensor, sigma: float) -> float:
+    """L_rec of a network that outputs each image's mean colour (N, 3, H, W): the value a
+    collapsed reconstruction sits at (the notebook flags runs whose L_rec stays near it)."""
+    flat = images.mean(dim=(2, 3), keepdim=True).expand_as(images)
+    return float(reconstruction_loss(flat, images, sigma))
+
+
 def anomaly_map(logits: torch.Tensor) -> torch.Tensor:
     return logits.softmax(1)[:, 1]
 
@@ -65,42 +77,87 @@ def image_scores(maps: torch.Tensor, pool: int) -> torch.Tensor:
 
 class SyntheticAnomalies(Dataset):
     """Training images with a fresh synthetic anomaly per (epoch, index): reproducible from the
-    seed and independent of DataLoader workers."""
+    seed and independent of DataLoader workers. ``crop``: train on a random ``crop`` x ``crop``
+    window of each image, drawn per (epoch, index) (None: the whole image)."""
 
     def __init__(self, images: torch.Tensor, textures: list[Path], cfg: SynthesisConfig,
-                 foregrounds: list[np.ndarray | None], seed: int):
+                 foregrounds: list[np.ndarray | None], seed: int, crop: int | None = None):
         self.images, self.textures, self.cfg = images, textures, cfg
-        self.foregrounds, self.seed, self.epoch = foregrounds, seed, 0
+        self.foregrounds, self.seed, self.epoch, self.crop = foregrounds, seed, 0, crop
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, i: int):
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        img, mask, _ = synthesize(self.images[i], rng, self.cfg, self.textures,
-                                  self.foregrounds[i])
-        return img, mask, self.images[i]
+        image, fg = self.images[i], self.foregrounds[i]
+        if self.crop:
+            h, w = image.shape[-2:]
+            top, left = (int(rng.integers(0, n - self.crop + 1)) for n in (h, w))
+            window = (slice(top, top + self.crop), slice(left, left + self.crop))
+            image = image[(slice(None), *window)]
+            fg = None if fg is None else fg[window]
+        img, mask, _ = synthesize(image, rng, self.cfg, self.textures, fg)
+        return img, mask, image
 
 
-def support_path(ctx: RunContext, k: int) -> Path:
-    """Where a few-shot support set is committed: ``results/<profile>/support/...json``."""
+def support_path(ctx: RunContext, k: int, draw: int = 0) -> Path:
+    """Where a few-shot support set is committed: ``results/<profile>/support/...json`` (draw 0
+    keeps the name it had before there were several draws)."""
     key = ctx.key
+    tag = f"__draw{draw}" if draw else ""
     return results_dir() / key.profile / "support" / \
-        f"{key.dataset}__{key.category}__k{k}__seed{key.seed}.json"
+        f"{key.dataset}__{key.category}__k{k}{tag}__seed{key.seed}.json"
 
 
-def training_records(ctx: RunContext, data_root: Path) -> tuple[list, str]:
-    cfg, key = ctx.config, ctx.key
+def support_seed(seed: int, draw: int) -> int:
+    """The seed of ``select_support`` for a draw: the run's seed for draw 0 (the lists committed
+    before there were draws), ``seed + 1000 * draw`` for the others."""
+    return seed + 1000 * draw
+
+
+def category_config(config: dict, category: str) -> dict:
+    """The run's config with its category's entry of ``category_overrides`` applied (a profile's
+    per-category setting); unknown keys are an error, not ignored."""
+    over = config["category_overrides"].get(category, {})
+    unknown = set(over) - set(config) | ({"category_overrides"} & set(over))
+    if unknown:
+        raise ValueError(f"category_overrides[{category!r}] sets unknown keys {sorted(unknown)}")
+    return {**config, **over}
+
+
+def training_records(ctx: RunContext, cfg: dict, data_root: Path) -> tuple[list, list, str]:
+    """(the run's training images, all normal training images, a note on which)."""
+    key = ctx.key
     train = [r for r in list_records(data_root, key.dataset, key.category, "train")
              if r.label == 0]  # DAGM: defect-free training images only
     if not cfg["shots"]:
-        return train, f"all {len(train)} normal training images"
-    path = support_path(ctx, cfg["shots"])
+        return train, train, f"all {len(train)} normal training images"
+    path = support_path(ctx, cfg["shots"], cfg["support_draw"])
     if path.is_file():  # the committed list wins: everyone reruns the same shots
-        return load_support(path, data_root / key.dataset), f"support set {path.name}"
-    support = select_support(train, cfg["shots"], key.seed)
-    save_support(path, support, data_root / key.dataset, seed=key.seed)
-    return support, f"support set {path.name} (new)"
+        return (load_support(path, data_root / key.dataset), train,
+                f"support set {path.name}")
+    seed = support_seed(key.seed, cfg["support_draw"])
+    support = select_support(train, cfg["shots"], seed)
+    save_support(path, support, data_root / key.dataset, seed=seed)
+    return support, train, f"support set {path.name} (new)"
+
+
+def step_budget(cfg: dict, n_train: int, n_full: int) -> tuple[int, int]:
+    """(epochs, optimiser steps) of a run on ``n_train`` images of a category that has ``n_full``.
+
+    An epoch is one pass in batches of ``batch_size``: ``ceil(n / batch_size)`` steps; the full
+    run takes ``epochs`` of them. A few-shot run (``shots`` > 0) with ``shot_steps`` = "full"
+    takes the full run's number of steps (as many passes over the k images as that needs, the
+    last one cut short if needed); with "epochs" it takes ``epochs`` passes over the k images
+    (the old reading: 120 steps for k <= 8 in real_subset)."""
+    per_epoch = -(-n_train // cfg["batch_size"])
+    if not cfg["shots"] or cfg["shot_steps"] == "epochs":
+        return cfg["epochs"], cfg["epochs"] * per_epoch
+    if cfg["shot_steps"] != "full":
+        raise ValueError(f"shot_steps must be 'full' or 'epochs', got {cfg['shot_steps']!r}")
+    steps = cfg["epochs"] * -(-n_full // cfg["batch_size"])
+    return -(-steps // per_epoch), steps
 
 
 @torch.inference_mode()
@@ -123,9 +180,11 @@ def cost(model, size: int, device: torch.device, repeats: int, pool: int) -> dic
 
 
 def run(ctx: RunContext, data_root: Path) -> dict:
-    cfg, key, device = ctx.config, ctx.key, ctx.device
+    key, device = ctx.key, ctx.device
+    cfg = category_config(ctx.config, key.category)
     s = cfg["image_size"]
-    train, train_note = training_records(ctx, data_root)
+    train, full, train_note = training_records(ctx, cfg, data_root)
+    epochs, max_steps = step_budget(cfg, len(train), len(full))
     test = list_records(data_root, key.dataset, key.category, "test")
     x_train = stack_images(train, s)
     dtd = Path(data_root) / "dtd"
@@ -134,30 +193,33 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     foregrounds = [foreground_mask(img, *fg_rule) if fg_rule else None for img in x_train]
     synth = SynthesisConfig(p_anomaly=cfg["p_anomaly"], p_texture=cfg["p_texture"],
                             beta_max=cfg["beta_max"])
-    data = SyntheticAnomalies(x_train, textures, synth, foregrounds, key.seed)
+    data = SyntheticAnomalies(x_train, textures, synth, foregrounds, key.seed, cfg["train_crop"])
 
     torch.manual_seed(key.seed)
     model = build(cfg["model"], cfg["rec_width"], cfg["vanilla_width"],
                   cfg["c2f_widths"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
-    milestones = [int(m * cfg["epochs"]) for m in cfg["lr_milestones"]]
+    milestones = [int(m * epochs) for m in cfg["lr_milestones"]]
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=cfg["lr_gamma"])
     parts = {"model": model, "optimizer": opt, "scheduler": sched}
     saved = ctx.resume(**parts)
     epoch, history = saved.get("step", 0), saved.get("history", [])
+    steps = saved.get("steps", 0)
     lam = cfg["mss_weights"]
     n_seen = 0
-    bar = tqdm(total=cfg["epochs"], initial=epoch, desc=f"pouta {key.category} {key.variant}",
+    bar = tqdm(total=epochs, initial=epoch, desc=f"pouta {key.category} {key.variant}",
                leave=False)
     with ctx.timer("train_s"):
-        while epoch < cfg["epochs"]:
+        while epoch < epochs:
             model.train()
             data.epoch = epoch
             loader = DataLoader(data, batch_size=cfg["batch_size"], shuffle=True,
                                 generator=torch.Generator().manual_seed(key.seed * 7919 + epoch),
                                 num_workers=cfg["workers"])
-            totals = {}
+            totals, n_epoch = {}, 0
             for img, mask, clean in loader:
+                if steps == max_steps:  # a few-shot run's last pass may end early
+                    break
                 img, mask, clean = img.to(device), mask.to(device), clean.to(device)
                 out = model(img)
                 losses = {"rec": reconstruction_loss(out["reconstruction"], clean,
@@ -170,16 +232,18 @@ def run(ctx: RunContext, data_root: Path) -> dict:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                steps += 1
                 for k, v in losses.items():
                     totals[k] = totals.get(k, 0.0) + v.detach() * len(img)
                 n_seen += len(img)
+                n_epoch += len(img)
             sched.step()
             epoch += 1
             bar.update(1)
             history.append({"epoch": epoch, "lr": opt.param_groups[0]["lr"],
-                            **{k: v.item() / len(data) for k, v in totals.items()}})
-            if epoch % cfg["checkpoint_every"] == 0 and epoch < cfg["epochs"]:
-                ctx.checkpoint(epoch, parts, history=history)
+                            **{k: v.item() / n_epoch for k, v in totals.items()}})
+            if epoch % cfg["checkpoint_every"] == 0 and epoch < epochs:
+                ctx.checkpoint(epoch, parts, history=history, steps=steps)
     bar.close()
 
     x_test = stack_images(test, s).to(device)
@@ -194,10 +258,13 @@ def run(ctx: RunContext, data_root: Path) -> dict:
         "arrays": defect_examples(test, x_test, recons, maps, s),
         "extra": {
             "train_images": train_note, "n_train": len(train), "n_test": len(test),
+            "n_full_train": len(full), "steps": steps,
+            "category_overrides": ctx.config["category_overrides"].get(key.category, {}),
             "textures": f"{len(textures)} DTD images" if textures
             else "none found: procedural textures",
             "foreground": list(fg_rule) if fg_rule else None,
             "history": history,
+            "rec_mean_colour": mean_colour_loss(x_train, cfg["ssim_sigma"]),
             "train_images_per_s": n_seen / train_s if train_s and n_seen else None,
             "cost": cost(model, cfg["latency_size"], device, cfg["latency_repeats"],
                          cfg["score_pool"]),

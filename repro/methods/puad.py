@@ -11,6 +11,10 @@ the test split four ways, all from the same networks:
 * ``puad_teacher``: the same with the teacher's normalised output (Table 1 rows "Teacher");
 * ``mahalanobis`` / ``mahalanobis_teacher``: the distances alone (diagnostics).
 
+``controls_run`` (experiment ``puad/controls``) scores the same distance on features learnt
+without the category (RGB mean/std, ImageNet Lite0 global features, an untrained PDN), so a
+reader sees what the student's features add (issue 11).
+
 Algorithm 1 of EfficientAD as in the public code (reference notes 4.3): teacher frozen and
 normalised per channel on the training images; hard feature loss (q = 0.999); ImageNet penalty;
 autoencoder and student-autoencoder losses on a colour-augmented copy; Adam (1e-4, weight decay
@@ -21,6 +25,7 @@ Unstated values are in ``repro.profiles.PAPER_CONFIG["puad"]``.
 from __future__ import annotations
 
 import copy
+import time
 from pathlib import Path
 
 import numpy as np
@@ -252,11 +257,17 @@ def _cuda_rng(device: torch.device) -> torch.Tensor | None:
 def teacher_for(cfg: dict, train_paths: list[Path], naturals: list[Path],
                 natural_source: str, device: torch.device, seed: int
                 ) -> tuple[nn.Module, dict]:
+    """The teacher file, or the teacher distilled on natural images only (``distil_images
+    = "natural"``: one file per PDN size shared by every category, as the paper's one ImageNet
+    distillation). ``"natural+train"`` (the old variant, only without ``imagenet_dir``) adds the
+    category's ``train/good`` images, so each category distils its own teacher."""
     if cfg["teacher_weights"]:
         return load_teacher_file(resolve_path(cfg["teacher_weights"]), cfg["size"])
-    if cfg["imagenet_dir"]:
-        paths, source = naturals, natural_source
-    else:  # no ImageNet: natural textures plus the category's own normal images
+    if cfg["distil_images"] not in ("natural", "natural+train"):
+        raise ValueError(f"distil_images must be 'natural' or 'natural+train', not "
+                         f"{cfg['distil_images']!r}")
+    paths, source = naturals, natural_source
+    if cfg["distil_images"] == "natural+train" and not cfg["imagenet_dir"]:
         paths = [*naturals, *train_paths]
         source = f"{natural_source} + train/good ({len(train_paths)} images)"
     return distil(cfg, paths, source, device, seed, cfg["workers"])
@@ -395,6 +406,7 @@ def full_size_maps(maps: torch.Tensor, size: tuple[int, int], pad: int) -> torch
 
 def run(ctx: RunContext, data_root: Path) -> dict:
     cfg, key, device = ctx.config, ctx.key, ctx.device
+    cpu0 = time.process_time()
     if key.dataset != "mvtec_loco":
         raise ValueError("PUAD is evaluated on MVTec LOCO AD (dataset mvtec_loco)")
     s = cfg["image_size"]
@@ -406,14 +418,18 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     x_val = stack_images(val_rec, s).to(device)
 
     with ctx.timer("teacher_s"):
+        cpu = time.process_time()
         teacher, teacher_info = teacher_for(cfg, [r.path for r in train_rec],
                                             naturals, natural_source, device, key.seed)
+        ctx.timings["teacher_cpu_s"] = time.process_time() - cpu
     # the teacher was distilled with padding; Algorithm 1 uses the same weights without
     frozen = pdn(cfg["size"], C, padding=False).to(device)
     frozen.load_state_dict(teacher.state_dict())
     frozen.eval().requires_grad_(False)
     with ctx.timer("train_s"):
+        cpu = time.process_time()
         student, ae, t_mean, t_std, history = train(ctx, frozen, x_train, naturals)
+        ctx.timings["train_cpu_s"] = time.process_time() - cpu
     model = EfficientADPUAD(frozen, student, ae, t_mean, t_std).to(device)
     with ctx.timer("fit_s"):
         fitted = model.fit(x_train, x_val, tuple(cfg["map_quantiles"]))
@@ -425,7 +441,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     pad = (s // 4 - out["map"].shape[-1]) // 2  # 4 at 256 (56 -> 64)
     types = [r.defect_type for r in test]
     with ctx.timer("metrics_s"):
-        metrics = {f"{k}/{m}": v for k in SCORES if k != "mahalanobis_teacher"
+        metrics = {f"{k}/{m}": v for k in SCORES
                    for m, v in loco_image_aurocs(types, scores[k]).items()}
         spro_note = "off in this profile (spro=false)"
         if cfg["spro"]:
@@ -439,6 +455,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
             except DatasetError as exc:  # e.g. masks without per-defect pixel values
                 spro_note = f"not computed: {exc}"
     lat = latency_ms(model, cfg["latency_size"], device, cfg["latency_repeats"])
+    ctx.timings["total_cpu_s"] = time.process_time() - cpu0  # this process's CPU seconds
     train_s = ctx.timings.get("train_s", 0.0)
     steps_run = cfg["steps"] - (ctx.resumed_from or 0)
     return {
@@ -457,5 +474,93 @@ def run(ctx: RunContext, data_root: Path) -> dict:
             "scores": {k: [float(v) for v in scores[k]] for k in SCORES},
             "defect_types": [r.defect_type for r in test],
             "test_paths": [str(r.path.relative_to(data_root)) for r in test],
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Controls: the same Mahalanobis score on features that learn nothing about the category
+# --------------------------------------------------------------------------------------------
+
+CONTROLS = ("rgb_stats", "lite0_global", "random_pdn")
+
+
+@torch.no_grad()
+def control_features(name: str, x: torch.Tensor, net: nn.Module | None, batch_size: int = 16
+                     ) -> torch.Tensor:
+    """(N, D) features of images ``x`` in [0, 1] for a control:
+
+    * ``rgb_stats``: per-channel mean and standard deviation of the pixels (D = 6);
+    * ``lite0_global``: the ImageNet EfficientNet-Lite0's pooled head features, the input of its
+      classifier (D = 1280);
+    * ``random_pdn``: an untrained PDN of the run's size (PyTorch's default initialisation, seeded;
+      no padding, as the student), output averaged over space (D = 384), as PUAD's feature."""
+    if name == "rgb_stats":
+        return torch.cat([x.mean((2, 3)), x.std((2, 3), unbiased=False)], dim=1)
+    out = []
+    for i in range(0, len(x), batch_size):
+        v = imagenet_normalise(x[i:i + batch_size])
+        if name == "lite0_global":
+            f = net.head(_lite0_trunk(net, v))
+        else:
+            f = net(v)
+        out.append(f.mean((2, 3)))
+    return torch.cat(out)
+
+
+def _lite0_trunk(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """EfficientNet-Lite0 up to its last stage (the head's input)."""
+    x = net.stem(x)
+    for stage in net.stages:
+        x = stage(x)
+    return x
+
+
+def controls_run(ctx: RunContext, data_root: Path) -> dict:
+    """The controls of PUAD's Mahalanobis score on one category (issue 11, point 12): the
+    distance of Eq. 2 (Ledoit-Wolf on the training images, pseudo-inverse) on three features
+    that are not trained on the category, scored on the test split, with mean and std of each
+    distance on the validation split (to z-normalise and add to EfficientAD's score as PUAD
+    does; see notebook 04)."""
+    from ..networks.efficientnet_lite import efficientnet_lite0
+
+    cfg, key, device = ctx.config, ctx.key, ctx.device
+    cpu0 = time.process_time()
+    if key.dataset != "mvtec_loco":
+        raise ValueError("PUAD is evaluated on MVTec LOCO AD (dataset mvtec_loco)")
+    s = cfg["image_size"]
+    split = {name: list_records(data_root, key.dataset, key.category, name)
+             for name in ("train", "validation", "test")}
+    x = {name: stack_images(recs, s).to(device) for name, recs in split.items()}
+    torch.manual_seed(key.seed)
+    nets = {"rgb_stats": None,
+            "lite0_global": efficientnet_lite0(cfg["lite0_weights"]).to(device).eval(),
+            "random_pdn": pdn(cfg["size"], C, padding=False).to(device).eval()}
+    types = [r.defect_type for r in split["test"]]
+    metrics, scores, z, dims = {}, {}, {}, {}
+    for name in CONTROLS:
+        with ctx.timer(f"{name}_s"):
+            feats = {k: control_features(name, v, nets[name]) for k, v in x.items()}
+            w, wmu = mahalanobis_factor(feats["train"].double().cpu().numpy())
+            dist = {k: EfficientADPUAD.distance(f[:, :, None, None], w.to(f), wmu.to(f))
+                    for k, f in feats.items()}
+        dims[name] = feats["train"].shape[1]
+        z[name] = [float(dist["validation"].mean()),
+                   float(dist["validation"].std(unbiased=False).clamp_min(1e-12))]
+        scores[name] = [float(v) for v in dist["test"].cpu()]
+        aurocs = loco_image_aurocs(types, scores[name])
+        metrics.update({f"{name}/{m}": v for m, v in aurocs.items()})
+    ctx.timings["total_cpu_s"] = time.process_time() - cpu0
+    return {
+        "metrics": metrics,
+        "extra": {
+            "features": {"rgb_stats": "per-channel mean and std of the RGB pixels",
+                         "lite0_global": "ImageNet EfficientNet-Lite0, pooled head features",
+                         "random_pdn": f"untrained PDN-{cfg['size']} (seed {key.seed}), "
+                                       "spatial mean"},
+            "dims": dims, "z": z, "scores": scores, "defect_types": types,
+            "test_paths": [str(r.path.relative_to(data_root)) for r in split["test"]],
+            "n_train": len(split["train"]), "n_val": len(split["validation"]),
+            "n_test": len(split["test"]),
         },
     }

@@ -14,6 +14,12 @@ The PDN (with padding: 64x64 output at 256) is trained with MSE, Adam (lr 1e-4, 
 1e-5), batch 16, 60,000 iterations; a random grayscale (p 0.1) is applied identically to both
 views.
 
+One teacher per PDN size, as the paper distils once on ImageNet: the cache file is keyed by a
+fingerprint of the distillation configuration (``DISTIL_KEYS``), the natural-image file list and
+the seed, never by a category, so every category (and every later run) loads the same file. Its
+``info`` (the loss curve, the CPU time the distillation took) travels with the file, and each run
+records whether it distilled the teacher itself (``cached``).
+
 Extractors:
 
 * ``wide_resnet101_2`` (the paper's): layer2 (512 ch, stride 8) + layer3 (1024 ch, stride 16),
@@ -30,6 +36,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -157,34 +164,48 @@ DISTIL_KEYS = ("size", "image_size", "backbone_weights", "lite0_weights", "disti
                "distil_gray_p", "distil_stats_images")
 
 
-def _fingerprint(cfg: dict, paths: Sequence[Path], seed: int) -> str:
-    files = [(p.name, p.stat().st_size) for p in paths]
-    blob = json.dumps([{k: cfg[k] for k in DISTIL_KEYS}, files, seed], sort_keys=True,
-                      default=str)
+def distil_steps(cfg: dict) -> int:
+    """``distil_steps``: one number, or one per PDN size (``{"S": ..., "M": ...}``)."""
+    steps = cfg["distil_steps"]
+    return int(steps[cfg["size"]] if isinstance(steps, dict) else steps)
+
+
+def fingerprint(cfg: dict, paths: Sequence[Path], seed: int) -> str:
+    """What identifies a distilled teacher: the ``DISTIL_KEYS`` of ``cfg`` (no other key, so
+    nothing that names a category), the image files (class folder, name, size) and the seed."""
+    files = [(p.parent.name, p.name, p.stat().st_size) for p in paths]
+    keys = {k: cfg[k] for k in DISTIL_KEYS} | {"distil_steps": distil_steps(cfg)}
+    blob = json.dumps([keys, files, seed], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def teacher_file(cfg: dict, paths: Sequence[Path], seed: int) -> Path:
+    """The cache file of the teacher that ``distil`` returns for these arguments."""
+    return cache_dir() / "teachers" / f"teacher-{cfg['size']}-{fingerprint(cfg, paths, seed)}.pt"
 
 
 def distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device, seed: int,
            workers: int = 0) -> tuple[nn.Module, dict]:
     """A distilled teacher (PDN with padding) and its provenance. Cached under
-    ``.cache/teachers`` by configuration and image list; resumable from its checkpoint."""
+    ``.cache/teachers`` by configuration and image list (see the module doc); resumable from
+    its checkpoint. ``info["cached"]``: the file existed, nothing was distilled by this call."""
     backbone, weights = backbone_choice(cfg)
-    tag = f"{cfg['size']}-{_fingerprint(cfg, paths, seed)}"
-    final = cache_dir() / "teachers" / f"teacher-{tag}.pt"
-    ckpt = cache_dir() / "teachers" / f"teacher-{tag}.ckpt"
+    final = teacher_file(cfg, paths, seed)
+    ckpt = final.with_suffix(".ckpt")
     teacher = pdn(cfg["size"], TEACHER_CHANNELS, padding=True).to(device)
     if final.is_file():
         state = torch.load(final, map_location="cpu", weights_only=False)
         teacher.load_state_dict(state["model"])
-        return teacher.eval(), state["info"]
+        return teacher.eval(), {**state["info"], "cached": True}
+    cpu0 = time.process_time()
 
-    s = cfg["image_size"]
+    s, n_steps = cfg["image_size"], distil_steps(cfg)
     target = FeatureTarget(backbone, weights, cfg["distil_patch"]).to(device)
     data = ImageFiles(paths, 2 * s)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(teacher.parameters(), lr=cfg["distil_lr"],
                            weight_decay=cfg["distil_weight_decay"])
-    step, history = 0, []
+    step, history, cpu_before = 0, [], 0.0
     if ckpt.is_file():
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
         teacher.load_state_dict(state["model"])
@@ -192,6 +213,7 @@ def distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device, 
         mean, std = state["mean"].to(device), state["std"].to(device)
         step, history = state["step"], state["history"]
         gen.set_state(state["generator"])
+        cpu_before = state.get("cpu_s", 0.0)
     else:
         # per-channel mean and std over all locations of ``n_stats`` images, in one pass
         n_stats = min(cfg["distil_stats_images"], len(data))
@@ -209,9 +231,12 @@ def distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device, 
 
     batches = endless(data, cfg["distil_batch"], seed * 1000 + step, workers)
     teacher.train()
-    bar = tqdm(total=cfg["distil_steps"], initial=step, desc=f"teacher {cfg['size']}",
+    bar = tqdm(total=n_steps, initial=step, desc=f"teacher {cfg['size']}",
                leave=False)
-    while step < cfg["distil_steps"]:
+    # the curve: mean loss over windows of 1 % of the steps (a single batch's loss is noisy)
+    log_every = max(n_steps // 100, 1)
+    window, n_window = 0.0, 0
+    while step < n_steps:
         x = random_grayscale(next(batches).to(device), cfg["distil_gray_p"], gen)
         with torch.no_grad():
             y = (target(x) - mean) / std
@@ -224,12 +249,15 @@ def distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device, 
         opt.step()
         step += 1
         bar.update(1)
-        if step % 50 == 0 or step == cfg["distil_steps"]:
-            history.append({"step": step, "loss": loss.item()})
-        if step % max(cfg["checkpoint_every"], 1) == 0 and step < cfg["distil_steps"]:
+        window, n_window = window + loss.detach(), n_window + 1
+        if step % log_every == 0 or step == n_steps:
+            history.append({"step": step, "loss": float(window) / n_window})
+            window, n_window = 0.0, 0
+        if step % max(cfg["checkpoint_every"], 1) == 0 and step < n_steps:
             atomic_torch_save({"model": teacher.state_dict(), "optimizer": opt.state_dict(),
                                "mean": mean, "std": std, "step": step, "history": history,
-                               "generator": gen.get_state()}, ckpt)
+                               "generator": gen.get_state(),
+                               "cpu_s": cpu_before + time.process_time() - cpu0}, ckpt)
     bar.close()
     info = {
         "source": "distilled", "backbone": backbone,
@@ -237,9 +265,11 @@ def distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device, 
         "layers": "stage3 (40 ch, /8) + stage5 (112 ch, /16)" if backbone == "efficientnet_lite0"
         else "layer2 (512 ch, /8) + layer3 (1024 ch, /16)",
         "neighbourhood": cfg["distil_patch"], "images": source, "n_images": len(data),
-        "steps": cfg["distil_steps"], "batch": cfg["distil_batch"],
+        "steps": n_steps, "batch": cfg["distil_batch"],
         "final_loss": history[-1]["loss"] if history else None, "history": history,
-        "cache_file": str(final),
+        "cache_file": final.name, "fingerprint": final.stem.rsplit("-", 1)[-1],
+        "cpu_s": round(cpu_before + time.process_time() - cpu0, 1), "device": str(device),
+        "cached": False,
     }
     atomic_torch_save({"model": teacher.state_dict(), "info": info}, final)
     ckpt.unlink(missing_ok=True)

@@ -18,7 +18,7 @@ Data flow (``wf`` = width, four levels at 1, 1/2, 1/4, 1/8 resolution, ``C_i = 2
              d1 = block(cat[PS_up(d2), skip_conv(e1)])           2 C1    -> C1   (H/2)
              d0 = block(cat[PS_up(d1), skip_conv(e0)])           2 C0    -> C0   (H)
     sides    s_i = up_{2^i}(conv3x3(d_i -> wf)), i = 0..2;  s_3 = up_8(conv3x3(e3 -> wf))
-    output   conv3x3(SKFF(s_0, s_1, s_2, s_3) -> 3) + x
+    output   conv3x3(SKFF(s_0, s_1, s_2, s_3) -> 3)        (+ x only with residual=True)
 
 Taken from the public SRMNet / MIRNet code (as described in their papers and repositories):
 
@@ -36,7 +36,10 @@ Taken from the public SRMNet / MIRNet code (as described in their papers and rep
 * SKFF (MIRNet): ``d = max(C // reduction, 4)``; sum of the K inputs → global average pool →
   1x1 conv C→d (no bias) + PReLU (one parameter) → K separate 1x1 convs d→C (no bias) → softmax
   over the K branches (per channel) → weighted sum of the inputs;
-* output: 3x3 conv wf→3 (bias) on the fused map plus a global residual (the input image);
+* output: 3x3 conv wf→3 (bias) on the fused map. SRMNet adds a global residual (the input
+  image); Noise-to-Norm's Fig. 2 and text do not (the fused features "generate the final
+  reconstructed image"), and with it lambda = 0 learns the identity (issue 11, point 4), so it is
+  off by default and ``residual=True`` is a named variant (``global_residual=true``);
 * no normalisation layers.
 
 Our choices (not specified by the paper or the SRMNet/MIRNet code):
@@ -56,6 +59,8 @@ Our choices (not specified by the paper or the SRMNet/MIRNet code):
   is a single 1x1 conv in→out (bias). As the paper's wording implies, this also removes the
   level's 3x3 convolutions (the only 3x3 convs left are the shallow, skip, side and output
   convs), so the ablation changes capacity and receptive field, not only the attention.
+* ``padding_mode`` of every 3x3 conv (torch's ``"zeros"``, ``"reflect"``, ``"replicate"``):
+  the papers do not say; zeros is SRMNet's (torch's default). Config key ``conv_padding``.
 * Input sizes must be divisible by 8 (three PixelUnshuffle(2) steps); anything else raises
   ``ValueError`` instead of being padded. ``width`` must be even (PS_up at level 0 maps
   2wf → wf/2 channels).
@@ -72,8 +77,10 @@ from torch import Tensor, nn
 LEVELS = 4  # full, 1/2, 1/4, 1/8 resolution
 
 
-def conv3x3(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
+def conv3x3(in_channels: int, out_channels: int, bias: bool = True,
+            padding_mode: str = "zeros") -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias,
+                     padding_mode=padding_mode)
 
 
 def conv1x1(in_channels: int, out_channels: int, bias: bool = True) -> nn.Conv2d:
@@ -125,13 +132,14 @@ class ResidualAttention(nn.Module):
     """RAM (our reading of the paper's Fig. 3): residual 1x1 conv + (1x1 conv, 3x3 conv, ReLU,
     3x3 conv, channel attention)."""
 
-    def __init__(self, in_channels: int, out_channels: int, reduction: int = 8) -> None:
+    def __init__(self, in_channels: int, out_channels: int, reduction: int = 8,
+                 padding_mode: str = "zeros") -> None:
         super().__init__()
         self.residual = conv1x1(in_channels, out_channels)  # pathway A
         self.body = nn.Sequential(  # pathway B
             conv1x1(in_channels, out_channels),
-            conv3x3(out_channels, out_channels), nn.ReLU(inplace=True),
-            conv3x3(out_channels, out_channels),
+            conv3x3(out_channels, out_channels, padding_mode=padding_mode), nn.ReLU(inplace=True),
+            conv3x3(out_channels, out_channels, padding_mode=padding_mode),
             ChannelAttention(out_channels, reduction),
         )
 
@@ -163,10 +171,11 @@ class PixelShuffleUp(nn.Module):
         return self.body(x)
 
 
-def _block(in_channels: int, out_channels: int, ram: bool, reduction: int) -> nn.Module:
+def _block(in_channels: int, out_channels: int, ram: bool, reduction: int,
+           padding_mode: str = "zeros") -> nn.Module:
     """The block after every concatenation: RAM, or the Table 5 ablation's single 1x1 conv."""
     if ram:
-        return ResidualAttention(in_channels, out_channels, reduction)
+        return ResidualAttention(in_channels, out_channels, reduction, padding_mode)
     return conv1x1(in_channels, out_channels)
 
 
@@ -178,31 +187,34 @@ def _upsample(x: Tensor, factor: int) -> Tensor:
 
 class N2NNet(nn.Module):
     """Noise-to-Norm reconstruction M-Net. (B, 3, H, W) -> (B, 3, H, W), H and W divisible
-    by 8. ``ram=False`` is the paper's Table 5 ablation (blocks become 1x1 convs)."""
+    by 8. ``ram=False`` is the paper's Table 5 ablation (blocks become 1x1 convs);
+    ``residual=True`` adds SRMNet's global residual (output + input), not in the paper."""
 
-    def __init__(self, width: int = 64, ram: bool = True, reduction: int = 8) -> None:
+    def __init__(self, width: int = 64, ram: bool = True, reduction: int = 8,
+                 residual: bool = False, padding_mode: str = "zeros") -> None:
         super().__init__()
         if width < 2 or width % 2:
             raise ValueError(f"width must be a positive even number, got {width}")
-        wf = width
-        self.width, self.ram = wf, ram
+        wf, pm = width, padding_mode
+        self.width, self.ram, self.residual = wf, ram, residual
         ch = [wf * 2**i for i in range(LEVELS)]  # [wf, 2wf, 4wf, 8wf]
         enc_in = [wf] + [ch[i - 1] + wf for i in range(1, LEVELS)]  # [wf, 2wf, 3wf, 5wf]
 
-        self.shallow = conv3x3(3, wf)  # shared across the input scales
+        self.shallow = conv3x3(3, wf, padding_mode=pm)  # shared across the input scales
         # Encoder (M-Net left leg + contracting path); level 3 is the bottom.
         self.encoder = nn.ModuleList(
-            _block(enc_in[i], ch[i], ram, reduction) for i in range(LEVELS))
+            _block(enc_in[i], ch[i], ram, reduction, pm) for i in range(LEVELS))
         self.down = nn.ModuleList(PixelShuffleDown(ch[i]) for i in range(LEVELS - 1))
         # Decoder, indexed by the level it produces (0, 1, 2).
         self.up = nn.ModuleList(PixelShuffleUp(ch[i + 1], ch[i]) for i in range(LEVELS - 1))
-        self.skip = nn.ModuleList(conv3x3(ch[i], ch[i]) for i in range(LEVELS - 1))
+        self.skip = nn.ModuleList(conv3x3(ch[i], ch[i], padding_mode=pm)
+                                  for i in range(LEVELS - 1))
         self.decoder = nn.ModuleList(
-            _block(2 * ch[i], ch[i], ram, reduction) for i in range(LEVELS - 1))
+            _block(2 * ch[i], ch[i], ram, reduction, pm) for i in range(LEVELS - 1))
         # M-Net right leg: side outputs of levels 0, 1, 2 and the bottom (3).
-        self.side = nn.ModuleList(conv3x3(ch[i], wf) for i in range(LEVELS))
+        self.side = nn.ModuleList(conv3x3(ch[i], wf, padding_mode=pm) for i in range(LEVELS))
         self.fuse = SKFF(wf, height=LEVELS, reduction=reduction)
-        self.tail = conv3x3(wf, 3)
+        self.tail = conv3x3(wf, 3, padding_mode=pm)
 
     def side_outputs(self, x: Tensor) -> list[Tensor]:
         """The four full-resolution (B, wf, H, W) side maps, ordered level 0, 1, 2, bottom."""
@@ -231,9 +243,12 @@ class N2NNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (B, 3, H, W) -> (B, 3, H, W)
         fused = self.fuse(self.side_outputs(x))  # (B, wf, H, W)
-        return self.tail(fused) + x
+        out = self.tail(fused)  # (B, 3, H, W)
+        return out + x if self.residual else out
 
 
-def n2n_net(*, width: int = 64, ram: bool = True) -> N2NNet:
-    """Builder: the full model (``ram=True``) or the Table 5 ablation (``ram=False``)."""
-    return N2NNet(width=width, ram=ram)
+def n2n_net(*, width: int = 64, ram: bool = True, residual: bool = False,
+            padding_mode: str = "zeros") -> N2NNet:
+    """Builder: the full model (``ram=True``) or the Table 5 ablation (``ram=False``);
+    ``residual`` and ``padding_mode`` as in :class:`N2NNet`."""
+    return N2NNet(width=width, ram=ram, residual=residual, padding_mode=padding_mode)

@@ -84,3 +84,9 @@ def versions() -> dict[str, str]:
         "scikit-learn": sklearn.__version__,
         "repro_commit": git_commit(),
     }
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` as shown in rendered results: relative to the repository (e.g.
+    ``../shared/data``, ``.cache/data``) so no machine's absolute path is committed."""
+    return os.path.relpath(Path(path).resolve(), repo_root())

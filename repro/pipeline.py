@@ -33,7 +33,7 @@ def notebook_list(notebooks: list[str] | None = None) -> list[Path]:
     return paths
 
 
-VOLATILE = ("start_time", "end_time", "duration", "exception")
+VOLATILE = ("start_time", "end_time", "duration", "exception", "input_path", "output_path")
 
 
 def strip_volatile_metadata(path: Path) -> None:

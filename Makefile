@@ -1,4 +1,6 @@
-# make reproduce  - (creates .venv if missing) executes every notebook into results/$(PROFILE)/
+# make reproduce  - (creates .venv if missing) make compute, then make render
+# make plan       - each cell of the run grid as done / missing / stale / failed, with the time left
+# make compute    - runs the missing cells (EXECUTOR=local); make render - notebooks from the records
 # make test       - (creates .venv if missing) pytest, then nbval on the committed notebooks
 # make lab        - JupyterLab on notebooks/
 .DEFAULT_GOAL := help
@@ -22,7 +24,7 @@ endif
 export TQDM_DISABLE = 1
 export PYTHONHASHSEED = 0
 
-.PHONY: help env reproduce test test-unit test-notebooks lab lint clean-cache
+.PHONY: help env reproduce plan compute render test test-unit test-notebooks lab lint clean-cache
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -32,13 +34,28 @@ $(VENV)/.installed: pyproject.toml
 	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --upgrade pip
 	$(VENV)/bin/pip install torch==2.14.1 torchvision==0.29.1
-	$(VENV)/bin/pip install -e ".[dev,weights]"
+	$(VENV)/bin/pip install -e ".[dev,weights,ray,slurm]"
 	touch $@
 
 env: $(SETUP) ## create the virtual environment (.venv) if missing
 
-reproduce: $(SETUP) ## regenerate results/$(PROFILE)/ (PROFILE, DATA_ROOT, DEVICE)
-	$(PYTHON) -m repro reproduce --profile $(PROFILE) --data-root "$(DATA_ROOT)" --device $(DEVICE)
+GRID_ARGS = --profile $(PROFILE) --data-root "$(DATA_ROOT)" $(if $(PAPER),--paper $(PAPER)) \
+	$(if $(TABLE),--table $(TABLE)) $(if $(SEEDS),--seeds $(SEEDS))
+EXECUTOR ?= local
+# ray / slurm options, e.g. COMPUTE_ARGS="--gpus-per-cell 0.5" or "--partition gpu --mem 32G"
+COMPUTE_ARGS ?=
+
+reproduce: compute render ## compute the missing cells, then render results/$(PROFILE)/
+
+plan: $(SETUP) ## each cell of the grid as done/missing/stale/failed (PROFILE, PAPER, TABLE, SEEDS)
+	$(PYTHON) -m repro plan $(GRID_ARGS)
+
+compute: $(SETUP) ## run the missing cells (EXECUTOR=local, PROFILE, PAPER, TABLE, SEEDS, DEVICE)
+	$(PYTHON) -m repro compute $(GRID_ARGS) --executor $(EXECUTOR) --device $(DEVICE) $(COMPUTE_ARGS)
+
+render: $(SETUP) ## execute the notebooks from the records only (a missing cell shows "not run")
+	REPRO_READONLY=1 $(PYTHON) -m repro reproduce --profile $(PROFILE) --data-root "$(DATA_ROOT)" \
+	  --device $(DEVICE)
 
 test: test-unit test-notebooks ## unit tests, then nbval on the committed executed notebooks
 

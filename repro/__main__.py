@@ -32,6 +32,34 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--device", default="auto")
     rep.add_argument("notebooks", nargs="*", help="default: every notebooks/*.ipynb")
 
+    pl = sub.add_parser("plan", help="each cell of the grid (profile, filters) as done, "
+                        "missing, stale or failed, with the estimated time left")
+    co = sub.add_parser("compute", help="run the missing, failed and stale cells of the grid "
+                        "(profile, filters), longest first, one line per finished cell")
+    for p in (pl, co):
+        p.add_argument("--profile", default="smoke")
+        p.add_argument("--data-root", default="")
+        for name in ("paper", "table", "dataset", "category", "experiment"):
+            p.add_argument(f"--{name}", default=None)
+        p.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
+    pl.add_argument("--status", default=None, help="only cells of this status, e.g. missing")
+    co.add_argument("--executor", default="local",
+                    help="local (one cell after another), ray or slurm")
+    co.add_argument("--gpus-per-cell", type=float, default=None,
+                    help="ray/slurm: GPUs per cell (fractional for ray; default 1 with "
+                    "--device cuda, else 0)")
+    co.add_argument("--cpus-per-cell", type=int, default=1)
+    co.add_argument("--partition", default=None, help="slurm partition")
+    co.add_argument("--mem", default=None, help="slurm memory per cell, e.g. 32G")
+    co.add_argument("--time-limit-min", type=int, default=None,
+                    help="slurm time limit (default: twice the longest cell's estimate)")
+    co.add_argument("--slurm-cluster", default=None,
+                    help="'local': run the job array as local processes (no Slurm)")
+    co.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    co.add_argument("--retries", type=int, default=1, help="attempts after a failure")
+    co.add_argument("--keep-stale", action="store_true",
+                    help="leave cells whose record has another config alone")
+
     sub.add_parser("readme", help="rewrite results/README.md from results/*/tables/")
 
     syn = sub.add_parser("synthetic", help="write the synthetic datasets to a folder")
@@ -53,6 +81,34 @@ def main(argv: list[str] | None = None) -> int:
 
             reproduce(args.profile, data_root=args.data_root, device=args.device,
                       notebooks=args.notebooks or None)
+        elif args.command == "plan":
+            from .grid import format_plan, plan
+
+            rows = plan(args.profile, args.data_root, paper=args.paper, table=args.table,
+                        dataset=args.dataset, category=args.category,
+                        experiment=args.experiment, seeds=parse_seeds(args.seeds))
+            if args.status:
+                rows = [r for r in rows if r.status == args.status]
+            print(format_plan(rows, args.profile))
+        elif args.command == "compute":
+            from .compute import compute
+
+            gpus = args.gpus_per_cell
+            if gpus is None:
+                gpus = 1.0 if args.device.startswith("cuda") else 0.0
+            outcomes = compute(args.profile, args.data_root, executor=args.executor,
+                               device=args.device, retries=args.retries, gpus_per_cell=gpus,
+                               cpus_per_cell=args.cpus_per_cell, partition=args.partition,
+                               mem=args.mem, time_limit_min=args.time_limit_min,
+                               slurm_cluster=args.slurm_cluster,
+                               recompute_stale=not args.keep_stale, paper=args.paper,
+                               table=args.table, dataset=args.dataset, category=args.category,
+                               experiment=args.experiment, seeds=parse_seeds(args.seeds))
+            failed = [o for o in outcomes if not o.ok]
+            if failed:
+                print(f"{len(failed)} of {len(outcomes)} cells failed; `python -m repro plan "
+                      f"--profile {args.profile} --status failed` lists them", file=sys.stderr)
+                return 1
         elif args.command == "readme":
             from .tables import write_results_readme
 
@@ -65,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds: expected comma-separated integers, got {text!r}") from None
 
 
 if __name__ == "__main__":

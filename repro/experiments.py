@@ -155,7 +155,36 @@ def variant_overrides(exp: Experiment, variant: str, config: dict) -> dict:
             out[name] = json.loads(value)
         except ValueError:
             out[name] = value
+        check_override(f"{exp.paper}/{exp.name}", name, out[name], config[name])
     return out
+
+
+def check_override(where: str, name: str, value, default) -> None:
+    """Refuse an override whose type differs from the default's (``epochs=abc``,
+    ``steps=2.5``) or a count below its range (``steps=-5``; a count whose default is positive
+    must stay >= 1, one whose default is 0 must stay >= 0), before anything is computed."""
+    def fail(expected: str) -> None:
+        raise ValueError(f"{where}: override {name}={json.dumps(value)} is not {expected} "
+                         f"(the default is {json.dumps(default)})")
+
+    if default is None:
+        return
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            fail("true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail("an integer")
+        if value < (1 if default > 0 else 0) and default >= 0:
+            fail("a count >= 1" if default > 0 else "a count >= 0")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            fail("a number")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            fail("a string")
+    elif isinstance(default, (list, dict)) and not isinstance(value, type(default)):
+        fail(f"a JSON {'list' if isinstance(default, list) else 'object'}")
 
 
 def _data_value(data_root: str | os.PathLike | None, profile: Profile) -> str | None:
@@ -193,18 +222,31 @@ def store_for(profile: str) -> RunStore:
                     readonly=os.environ.get("REPRO_READONLY") == "1")
 
 
+def cell_identity(paper: str, experiment: str, dataset: str, category: str, *,
+                  variant: str = "", seed: int = 0, profile: str = "smoke",
+                  data_root: str | None = None) -> tuple[RunKey, dict, str]:
+    """(key, config, data id) of a cell: what its record must match to be returned."""
+    exp = get_experiment(paper, experiment)
+    prof = get_profile(profile)
+    config = paper_config(paper, profile)
+    config.update(variant_overrides(exp, variant, config))
+    config = resolve_auto(config)  # "auto" weights -> the TORCH_HOME file or None, before hashing
+    if config.get("category_overrides"):  # a cell's identity holds only its own category's entry
+        own = config["category_overrides"].get(category)
+        config["category_overrides"] = {category: own} if own else {}
+    key = RunKey(paper, experiment, dataset, category, variant or "default", seed, profile)
+    return key, config, data_id(data_root, prof)
+
+
 def run_cell(paper: str, experiment: str, dataset: str, category: str, *, variant: str = "",
              seed: int = 0, profile: str = "smoke", data_root: str | None = None,
              device: str = "auto") -> dict:
     """Run (or fetch) one cell and return its record."""
     exp = get_experiment(paper, experiment)
     prof = get_profile(profile)
-    config = paper_config(paper, profile)
-    config.update(variant_overrides(exp, variant, config))
-    config = resolve_auto(config)  # "auto" weights -> the TORCH_HOME file or None, before hashing
-    key = RunKey(paper, experiment, dataset, category, variant or "default", seed, profile)
+    key, config, did = cell_identity(paper, experiment, dataset, category, variant=variant,
+                                     seed=seed, profile=profile, data_root=data_root)
     store = store_for(profile)
-    did = data_id(data_root, prof)
     if store.readonly:
         return store.fetch(key, config, did)
     root = resolve_data_root(data_root, prof)

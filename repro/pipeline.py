@@ -48,6 +48,8 @@ def strip_volatile_metadata(path: Path) -> None:
             meta.pop(k, None)
     for c in nb.cells:
         c.metadata.pop("execution", None)
+        if "injected-parameters" in c.metadata.get("tags", []):
+            c.id = "injected-parameters"  # papermill draws a random id per execution
     nb.metadata["papermill"].pop("environment_variables", None)
     nbformat.write(nb, path)
 

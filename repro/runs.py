@@ -15,7 +15,9 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -63,9 +65,15 @@ def atomic_torch_save(obj, path: Path) -> None:
     """``torch.save`` so that ``path`` holds either its old content or the new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    # a unique temp name: two processes saving the same checkpoint never share a temp file
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -93,6 +101,7 @@ def atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     os.close(fd)
     try:
         np.savez_compressed(tmp, **arrays)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; results are meant to be read
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -163,6 +172,72 @@ class RunContext:
 RunFn = Callable[[RunContext], dict]
 
 
+class Lease:
+    """Exclusive claim on one cell while it computes: a lock file created with ``O_EXCL``,
+    its mtime refreshed every ``heartbeat_s`` by a thread; a lease whose mtime is older than
+    ``stale_s`` belongs to a dead worker and is broken, as is one whose process on this host no
+    longer exists (a killed run). Two workers on one cell: the second waits until the first
+    releases, then finds the record."""
+
+    def __init__(self, path: Path, *, heartbeat_s: float = 30.0, stale_s: float = 300.0,
+                 poll_s: float = 2.0):
+        self.path, self.heartbeat_s, self.stale_s, self.poll_s = Path(path), heartbeat_s, \
+            stale_s, poll_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def try_acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                age = time.time() - self.path.stat().st_mtime
+            except FileNotFoundError:
+                return self.try_acquire()  # released between the two calls
+            if age > self.stale_s or self._holder_is_dead():  # break it, then try again
+                self.path.unlink(missing_ok=True)
+                return self.try_acquire()
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
+                                "since": datetime.now(UTC).isoformat(timespec="seconds")}))
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+        return True
+
+    def _holder_is_dead(self) -> bool:
+        """The lease was taken by a process of this host that no longer exists (killed)."""
+        try:
+            holder = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return False  # being written right now, or gone: the next poll sees
+        if holder.get("host") != os.uname().nodename:
+            return False  # another machine's worker: only its heartbeat can tell
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, KeyError, ValueError, TypeError):
+            return False
+        return False
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                return
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.path.unlink(missing_ok=True)
+
+
 class RunStore:
     """Records of one profile in ``runs_dir``; checkpoints in ``cache_dir``.
 
@@ -208,10 +283,32 @@ class RunStore:
                 out.append(rec)
         return out
 
+    def failure_path(self, key: RunKey) -> Path:
+        """Where a failed attempt leaves its error (removed by the next successful one)."""
+        return self.runs_dir / f"{key.slug()}.failed"
+
+    def failure(self, key: RunKey) -> dict | None:
+        """The error of the last failed attempt at ``key`` since its last success, or None."""
+        path = self.failure_path(key)
+        try:
+            return json.loads(path.read_text()) if path.is_file() else None
+        except ValueError:
+            return {"error": f"unreadable failure file {path}"}
+
+    def status(self, key: RunKey, config: dict, data_id: str = "") -> str:
+        """``done`` (a record for exactly this config and data), ``stale`` (a record of another
+        config or data), ``failed`` (the last attempt raised) or ``missing``."""
+        existing = self.get(key)
+        if matches(existing, key, config_hash(config, data_id)):
+            return "done"
+        if self.failure_path(key).is_file():
+            return "failed"
+        return "stale" if existing is not None else "missing"
+
     def fetch(self, key: RunKey, config: dict, data_id: str = "") -> dict:
         """The finished record of ``key`` for exactly ``config`` and data; never computes."""
         existing = self.get(key)
-        if existing is not None and existing.get("config_hash") == config_hash(config, data_id):
+        if matches(existing, key, config_hash(config, data_id)):
             return existing
         why = "was computed with another config or data" if existing else "does not exist"
         raise RunMissingError(
@@ -229,15 +326,37 @@ class RunStore:
         """
         chash = config_hash(config, data_id)
         existing = self.get(key)
-        if existing is not None and existing.get("config_hash") == chash:
+        if matches(existing, key, chash):
             return existing
         if self.readonly:
             self.fetch(key, config, data_id)  # raises with the reason
+        lease = Lease(self.cache_dir / "leases" / key.profile / f"{key.slug()}.lease")
+        while not lease.try_acquire():  # another worker computes this cell: wait for it
+            time.sleep(lease.poll_s)
+        try:
+            existing = self.get(key)
+            if matches(existing, key, chash):  # it finished while we waited
+                return existing
+            return self._compute(key, fn, config=config, chash=chash, device=device, data=data,
+                                 weights=weights, data_id=data_id)
+        finally:
+            lease.release()
+
+    def _compute(self, key: RunKey, fn: RunFn, *, config: dict, chash: str,
+                 device: torch.device, data: dict, weights: dict, data_id: str) -> dict:
         ctx = RunContext(key, config, device, self.cache_dir / "checkpoints" / key.profile /
                          f"{key.slug()}-{chash}")
         started = datetime.now(UTC).isoformat(timespec="seconds")
-        with ctx.timer("total_s"):
-            out = fn(ctx)
+        try:
+            with ctx.timer("total_s"):
+                out = fn(ctx)
+        except Exception as exc:  # a failed cell says why in `plan`; an interrupt leaves nothing
+            atomic_write_text(self.failure_path(key), dump_json({
+                "key": asdict(key), "config_hash": chash, "started": started,
+                "failed": datetime.now(UTC).isoformat(timespec="seconds"),
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=-8)}))
+            raise
         record = {
             "format": RECORD_FORMAT,
             "key": asdict(key),
@@ -258,8 +377,16 @@ class RunStore:
         if out.get("arrays"):  # written first: a record on disk implies its arrays exist
             atomic_write_npz(self.arrays_path(key), out["arrays"])
         atomic_write_text(self.path(key), dump_json(record))
+        self.failure_path(key).unlink(missing_ok=True)
         shutil.rmtree(ctx.checkpoint_dir, ignore_errors=True)
         return record
+
+
+def matches(record: dict | None, key: RunKey, chash: str) -> bool:
+    """Whether ``record`` is the record of ``key`` at config hash ``chash``: a record copied to
+    another cell's file name keeps its own key and is not that cell's record."""
+    return record is not None and record.get("config_hash") == chash and \
+        record.get("key") == asdict(key)
 
 
 def device_label(device: torch.device) -> str:

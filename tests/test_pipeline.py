@@ -54,7 +54,8 @@ def test_failing_notebook_leaves_results_untouched(tmp_path):
     final = execute(good, results, params)
     assert (results / "tables" / "t.csv").read_text() == "new"
     executed = nbformat.read(final, as_version=4)
-    assert any("injected-parameters" in c.metadata.get("tags", []) for c in executed.cells)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert [c.id for c in injected] == ["injected-parameters"]  # stable between executions
 
 
 def test_cli_help_and_clear_errors(tmp_path):

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -189,3 +190,120 @@ def test_paper_profile_refuses_synthetic_data():
 
     with pytest.raises(DatasetError, match="PROFILE=paper needs the real datasets"):
         resolve_data_root("", get_profile("paper"))
+
+
+def test_a_record_copied_to_another_cells_name_is_not_that_cells_record(tmp_path):
+    store = _store(tmp_path)
+    store.run(KEY, lambda ctx: {"metrics": {"m": 1.0}}, config={"a": 1}, device=CPU, data={},
+              weights={})
+    other = RunKey("baseline", "ae", "mvtec_ad", "carpet", "default", 0, "smoke")
+    store.path(other).write_bytes(store.path(KEY).read_bytes())  # same config, other category
+    assert store.status(other, {"a": 1}) == "stale"
+    with pytest.raises(RunMissingError):
+        store.fetch(other, {"a": 1})
+    rec = store.run(other, lambda ctx: {"metrics": {"m": 2.0}}, config={"a": 1}, device=CPU,
+                    data={}, weights={})
+    assert rec["key"]["category"] == "carpet" and rec["metrics"] == {"m": 2.0}
+
+
+def test_a_failed_run_leaves_its_error_until_it_succeeds(tmp_path):
+    store = _store(tmp_path)
+
+    def broken(ctx):
+        raise ValueError("masks missing for 3 images")
+
+    with pytest.raises(ValueError):
+        store.run(KEY, broken, config={"a": 1}, device=CPU, data={}, weights={})
+    assert store.status(KEY, {"a": 1}) == "failed" and store.get(KEY) is None
+    assert store.failure(KEY)["error"] == "ValueError: masks missing for 3 images"
+    assert store.records() == []  # a failure is not a record
+    store.run(KEY, lambda ctx: {"metrics": {"m": 1.0}}, config={"a": 1}, device=CPU, data={},
+              weights={})
+    assert store.status(KEY, {"a": 1}) == "done" and store.failure(KEY) is None
+    assert store.status(KEY, {"a": 2}) == "stale"
+
+
+def test_an_interrupt_is_not_a_failure(tmp_path):
+    store = _store(tmp_path)
+
+    def interrupted(ctx):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.run(KEY, interrupted, config={"a": 1}, device=CPU, data={}, weights={})
+    assert store.status(KEY, {"a": 1}) == "missing"
+
+
+def test_saved_files_are_readable_by_others_and_temp_names_unique(tmp_path, monkeypatch):
+    from repro.runs import atomic_torch_save, atomic_write_npz
+
+    atomic_write_npz(tmp_path / "a.npz", {"x": np.zeros(3)})
+    atomic_write_text(tmp_path / "a.json", "{}")
+    assert (tmp_path / "a.npz").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    temps, save = [], torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, f: (temps.append(f), save(obj, f)))
+    atomic_torch_save({"step": 1}, tmp_path / "last.pt")
+    atomic_torch_save({"step": 2}, tmp_path / "last.pt")
+    assert len(set(temps)) == 2 and all(Path(t).parent == tmp_path for t in temps)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.npz", "last.pt"]
+    assert torch.load(tmp_path / "last.pt")["step"] == 2
+
+
+WORKER = """
+import sys, time, torch
+from pathlib import Path
+from repro.runs import RunKey, RunStore
+tmp = Path(sys.argv[1])
+store = RunStore(tmp / "runs", tmp / "cache")
+key = RunKey("baseline", "ae", "mvtec_ad", "grid", "default", 0, "smoke")
+def fn(ctx):
+    with open(tmp / "computed.txt", "a") as f:
+        f.write(sys.argv[2] + "\\n")
+    time.sleep(3)
+    return {"metrics": {"m": float(sys.argv[2])}}
+rec = store.run(key, fn, config={"a": 1}, device=torch.device("cpu"), data={}, weights={})
+print(rec["metrics"]["m"])
+"""
+
+
+def test_two_workers_on_one_cell_compute_it_once(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path), str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              cwd=REPO) for i in (1, 2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-500:] for o in outs]
+    computed = (tmp_path / "computed.txt").read_text().split()
+    assert len(computed) == 1  # one trained, the other waited and read its record
+    assert {o[0].strip() for o in outs} == {f"{float(computed[0])}"}
+    assert not list((tmp_path / "cache" / "leases").rglob("*.lease"))
+
+
+def test_a_stale_lease_is_broken_and_a_live_one_waited_for(tmp_path):
+    from repro.runs import Lease
+
+    path = tmp_path / "x.lease"
+    first = Lease(path, heartbeat_s=0.05, stale_s=60)
+    assert first.try_acquire()
+    time.sleep(0.2)
+    assert time.time() - path.stat().st_mtime < 0.2  # the heartbeat keeps it fresh
+    assert not Lease(path, stale_s=60).try_acquire()
+    first.release()
+    assert not path.exists()
+    path.write_text("{}")  # a lease whose worker died long ago
+    os.utime(path, (time.time() - 3600, time.time() - 3600))
+    second = Lease(path, stale_s=60)
+    assert second.try_acquire()
+    second.release()
+
+
+def test_the_lease_of_a_killed_process_is_broken_at_once(tmp_path):
+    from repro.runs import Lease
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    path = tmp_path / "x.lease"
+    path.write_text(json.dumps({"pid": int(dead), "host": os.uname().nodename}))
+    lease = Lease(path, stale_s=3600)
+    assert lease.try_acquire()  # fresh mtime, but its process is gone
+    lease.release()

@@ -30,11 +30,9 @@ def save_support(path: Path, support: Sequence[Record], root: Path, *, seed: int
         "rule": "numpy default_rng(seed).choice over normal train images sorted by path",
         "files": [r.path.relative_to(root).as_posix() for r in support],
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
-    tmp.replace(path)
+    from ..runs import atomic_write_text  # unique temp name: concurrent writers never collide
+
+    atomic_write_text(Path(path), json.dumps(payload, indent=1) + "\n")
 
 
 def load_support(path: Path, root: Path) -> list[Record]:

@@ -1,0 +1,271 @@
+"""The run grid as data: every cell the notebooks render, with the tables it feeds.
+
+A cell is (paper, experiment, dataset, category, variant, seed). Which cells exist depends only
+on the profile (the number of few-shot support draws) and on which categories the data folder
+holds; the notebooks take their cell lists from here (:func:`cells`), and ``python -m repro
+plan`` reads the same list to say which are done, missing or stale (:func:`plan`).
+
+Tables are tagged with the paper's own names (``table4``, ``tableV``); cells that feed only a
+diagnostic of ours (the Noise-to-Norm blur floor, the TSDN ablation rows on MPDD) carry the tag
+``diagnostic``, PUAD's controls ``controls`` and the dataset notebook's learnability check
+``learnability``.
+
+Estimated cost (:func:`estimate_s`): the measured ``total_s`` of the cell's own record when one
+exists (also a stale one: the same cell at an older config costs about the same), else the
+median over the records of the same paper and variant in other categories, else the median over
+the paper's records, else the per-paper constant of :data:`DEFAULT_COST_S`. The estimate is in
+seconds on the device the records were made on; nothing converts CPU seconds to GPU seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+
+from . import data as D
+from .runs import RunKey
+from .tables import paper_table
+
+PAPERS = ("baseline", "n2n", "tsdn", "pouta", "puad")
+
+# Noise-to-Norm: Table 4's lambda sweep (default = lambda 0.3) and Table 5's RAM ablation
+N2N_SWEEP = ("lam=0", "lam=0.2", "default", "lam=0.4")
+N2N_EXTRA = ("issue11_before", "conv_padding=zeros")  # metal_plate only: issue 11 diagnostics
+# TSDN: the ablation rows (Table 3 A-D, Table 4 A-F; t3_A/B/D are t4_A/C/F)
+TSDN_ROWS = ("model=t4_A", "model=t4_B", "model=t4_C", "model=t4_D", "model=t4_E", "default",
+             "model=t3_C")
+TSDN_T3 = {"A": "model=t4_A", "B": "model=t4_C", "C": "model=t3_C", "D": "default"}
+TSDN_T4 = {"A": "model=t4_A", "B": "model=t4_B", "C": "model=t4_C", "D": "model=t4_D",
+           "E": "model=t4_E", "F": "default"}
+# POUTA: Table V's rows (default = the full model) and Table IV's k-shot cells
+POUTA_ABLATION = {"model=vanilla": "vanilla", "model=pouta_base": "pouta_base",
+                  "model=pouta_base_hsg": "pouta_base+hsg",
+                  "model=pouta_base_mss": "pouta_base+mss",
+                  "default": "pouta"}
+POUTA_SHOTS = (2, 4, 8)
+# PUAD: the two EfficientAD sizes
+PUAD_SIZES = {"default": "S", "size=M": "M"}
+
+# seconds per run when no record says better (ours: the order of the committed real_subset runs
+# on one CPU thread; a first plan of an empty store is only a rough guide)
+DEFAULT_COST_S = {"baseline": 10.0, "n2n": 1500.0, "tsdn": 600.0, "pouta": 900.0,
+                  "puad": 1500.0}
+
+
+@dataclass(frozen=True)
+class Cell:
+    paper: str
+    experiment: str
+    dataset: str
+    category: str
+    variant: str
+    seed: int
+    tables: tuple[str, ...]
+
+    def key(self, profile: str) -> RunKey:
+        return RunKey(self.paper, self.experiment, self.dataset, self.category,
+                      self.variant or "default", self.seed, profile)
+
+    def label(self) -> str:
+        return (f"{self.paper}/{self.experiment} {self.dataset}/{self.category} "
+                f"{self.variant or 'default'} seed{self.seed}")
+
+
+def support_draws(profile: str) -> int:
+    """Support sets per k in Table IV (its mean and spread): 2 under smoke, else 3."""
+    return 2 if profile == "smoke" else 3
+
+
+def shot_variant(k: int, draw: int) -> str:
+    """The variant of a k-shot cell; draw 0 keeps the name it had before there were draws."""
+    return f"shots={k}" if draw == 0 else f"shots={k},support_draw={draw}"
+
+
+def _n2n(root: Path, profile: str) -> list[tuple]:
+    out = []
+    for c in D.present_categories(root, "mpdd"):
+        for v in N2N_SWEEP:
+            tags = ("table1", "table2", "table4", "table5") if v == "default" else ("table4",)
+            out.append(("main", "mpdd", c, v, tags))
+        out.append(("main", "mpdd", c, "ram=false", ("table5",)))
+        out.append(("main", "mpdd", c, "reconstruction=blur", ("diagnostic",)))
+        if c == "metal_plate":
+            out += [("main", "mpdd", c, v, ("diagnostic",)) for v in N2N_EXTRA]
+    out += [("main", "visa", c, "default", ("table3",)) for c in D.present_categories(root, "visa")]
+    return out
+
+
+def _tsdn(root: Path, profile: str) -> list[tuple]:
+    t3 = set(paper_table("tsdn", "table3").category)
+    t4 = set(paper_table("tsdn", "table4").category)
+    out = []
+    for c in D.present_categories(root, "mvtec_ad"):
+        for v in (TSDN_ROWS if c in t3 | t4 else ("default",)):
+            tags = ["table1", "table2"] if v == "default" else []
+            tags += ["table3"] * (c in t3 and v in TSDN_T3.values())
+            tags += ["table4"] * (c in t4 and v in TSDN_T4.values())
+            out.append(("main", "mvtec_ad", c, v, tuple(tags) or ("diagnostic",)))
+    out += [("main", "mpdd", c, v, ("diagnostic",)) for c in D.present_categories(root, "mpdd")
+            for v in TSDN_ROWS]
+    return out
+
+
+def _pouta(root: Path, profile: str) -> list[tuple]:
+    out = []
+    for c in D.present_categories(root, "mvtec_ad"):
+        for v in POUTA_ABLATION:
+            tags = ("tableI", "tableV", "tableVI") if v == "default" else \
+                ("tableV", "tableVI") if v == "model=vanilla" else ("tableV",)
+            out.append(("main", "mvtec_ad", c, v, tags))
+        out += [("main", "mvtec_ad", c, shot_variant(k, d), ("tableIV",))
+                for k in POUTA_SHOTS for d in range(support_draws(profile))]
+    out += [("main", "visa", c, "default", ("tableII",))
+            for c in D.present_categories(root, "visa")]
+    out += [("main", "dagm", c, "default", ("tableIII",))
+            for c in D.present_categories(root, "dagm")]
+    out += [("main", "mpdd", c, v, ("diagnostic",)) for c in D.present_categories(root, "mpdd")
+            for v in ("default", "model=vanilla")]
+    return out
+
+
+def _puad(root: Path, profile: str) -> list[tuple]:
+    out = []
+    for c in D.present_categories(root, "mvtec_loco"):
+        out += [("main", "mvtec_loco", c, v, ("table1", "table2")) for v in PUAD_SIZES]
+        out.append(("controls", "mvtec_loco", c, "default", ("controls",)))
+    return out
+
+
+def _baseline(root: Path, profile: str) -> list[tuple]:
+    return [("ae", ds, c, "default", ("learnability",))
+            for ds in ("mvtec_ad", "mpdd", "visa", "mvtec_loco", "dagm")
+            for c in D.present_categories(root, ds)[:2]]  # two categories per dataset suffice
+
+
+_BUILDERS = {"baseline": _baseline, "n2n": _n2n, "tsdn": _tsdn, "pouta": _pouta, "puad": _puad}
+
+
+def cells(profile: str, root: Path, *, paper: str | Iterable[str] | None = None,
+          table: str | None = None, dataset: str | None = None, category: str | None = None,
+          experiment: str | None = None, seeds: Sequence[int] = (0,)) -> list[Cell]:
+    """Every cell of ``profile`` on the categories under ``root``, filtered (None: all)."""
+    papers = PAPERS if paper is None else (paper,) if isinstance(paper, str) else tuple(paper)
+    unknown = set(papers) - set(PAPERS)
+    if unknown:
+        raise ValueError(f"unknown paper(s) {sorted(unknown)}; known: {', '.join(PAPERS)}")
+    out = []
+    for p in papers:
+        for exp, ds, cat, variant, tags in _BUILDERS[p](Path(root), profile):
+            if (table and table not in tags) or (dataset and ds != dataset) or \
+                    (category and cat != category) or (experiment and exp != experiment):
+                continue
+            out += [Cell(p, exp, ds, cat, variant, s, tags) for s in seeds]
+    return out
+
+
+def _family(variant: str) -> str:
+    """A variant without its support draw: the draws of one k cost the same."""
+    return ",".join(p for p in variant.split(",") if not p.startswith("support_draw="))
+
+
+def estimate_s(cell: Cell, current: Sequence[dict], other: Sequence[dict] = ()) -> float:
+    """Seconds one run of ``cell`` takes: the ``total_s`` of its own current record, else the
+    median over the current records of the same paper, experiment and variant (support draws
+    pooled), else over the paper's current records, else its own older record (``other``: the
+    same cell at another config costs about the same unless the budget changed), else the
+    constant of :data:`DEFAULT_COST_S`."""
+    k = cell.key("")
+    fields = ("paper", "experiment", "dataset", "category", "variant", "seed")
+
+    def seconds(recs, same):
+        return [r["timings"]["total_s"] for r in recs
+                if r.get("timings", {}).get("total_s") and same(r["key"])]
+
+    def own(rk):
+        return all(rk[f] == getattr(k, f) for f in fields)
+
+    def family(rk):
+        return rk["paper"] == k.paper and rk["experiment"] == k.experiment and \
+            _family(rk["variant"]) == _family(k.variant)
+
+    def paper(rk):
+        return rk["paper"] == k.paper and rk["experiment"] == k.experiment
+
+    for recs, same in ((current, own), (current, family), (current, paper), (other, own)):
+        values = seconds(recs, same)
+        if values:
+            return float(median(values))
+    return DEFAULT_COST_S[cell.paper]
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    cell: Cell
+    status: str  # done | missing | stale | failed
+    estimate_s: float
+    error: str = ""
+
+
+def plan(profile: str, data_root: str | None = None, **filters) -> list[PlanRow]:
+    """The status of every cell of ``profile`` (filters as :func:`cells`) and its estimate."""
+    from .experiments import cell_identity, resolve_data_root, store_for
+    from .profiles import get_profile
+
+    root = resolve_data_root(data_root, get_profile(profile))
+    store = store_for(profile)
+    found = []
+    for cell in cells(profile, root, **filters):
+        key, config, did = cell_identity(cell.paper, cell.experiment, cell.dataset,
+                                         cell.category, variant=cell.variant, seed=cell.seed,
+                                         profile=profile, data_root=data_root)
+        found.append((cell, key, store.status(key, config, did)))
+    current = [store.get(key) for _, key, status in found if status == "done"]
+    other = [r for _, key, status in found if status != "done" and (r := store.get(key))]
+    return [PlanRow(cell, status, estimate_s(cell, current, other),
+                    (store.failure(key) or {}).get("error", "") if status == "failed" else "")
+            for cell, key, status in found]
+
+
+def format_plan(rows: Sequence[PlanRow], profile: str) -> str:
+    """One line per cell, then the counts and the estimated hours of what is left."""
+    lines = [f"{r.status:8} {r.cell.label():70} ~{r.estimate_s / 60:6.1f} min"
+             f"{'  ' + r.error if r.error else ''}" for r in rows]
+    counts = {s: sum(r.status == s for r in rows) for s in ("done", "missing", "stale", "failed")}
+    left = sum(r.estimate_s for r in rows if r.status != "done")
+    per_paper = {}
+    for r in rows:
+        if r.status != "done":
+            per_paper[r.cell.paper] = per_paper.get(r.cell.paper, 0.0) + r.estimate_s
+    lines.append(f"profile {profile}: {len(rows)} cells, " +
+                 ", ".join(f"{n} {s}" for s, n in counts.items()) +
+                 f"; left: about {left / 3600:.1f} h on the device of the records" +
+                 (" (" + ", ".join(f"{p} {s / 3600:.1f} h" for p, s in per_paper.items()) + ")"
+                  if per_paper else ""))
+    return "\n".join(lines)
+
+
+def fetch(grid_cells: Sequence[Cell], *, profile: str, data_root: str | None = None,
+          device: str = "auto") -> dict[tuple[str, str, str], dict]:
+    """The record of each cell, ``{(dataset, category, variant): record}`` (one seed: the
+    notebooks render one), computing missing ones unless the store is read-only; a cell whose
+    data is absent or that has no current record in a read-only store prints one "not run" line.
+    """
+    from .data import DatasetError
+    from .experiments import run_cell
+    from .runs import RunMissingError
+
+    records = {}
+    for c in grid_cells:
+        try:
+            records[(c.dataset, c.category, c.variant)] = run_cell(
+                c.paper, c.experiment, c.dataset, c.category, variant=c.variant, seed=c.seed,
+                profile=profile, data_root=data_root, device=device)
+        except DatasetError as exc:
+            print(f"{c.dataset}/{c.category} {c.variant}: not run ({exc})")
+        except RunMissingError:  # read-only rendering: no record of the current configuration
+            print(f"{c.dataset}/{c.category} {c.variant}: not run (no record for the current "
+                  "configuration)")
+    print(f"{len(records)} of {len(grid_cells)} cells have a record")
+    return records

@@ -1,0 +1,97 @@
+"""The run grid as data (repro.grid) and ``python -m repro plan``."""
+
+from __future__ import annotations
+
+import pytest
+
+from repro import grid
+from repro.__main__ import main
+
+DRAWS = {"smoke": 2, "real_subset": 3}
+
+
+def test_cells_cover_every_paper_and_filter(synthetic_root):
+    every = grid.cells("smoke", synthetic_root)
+    assert {c.paper for c in every} == set(grid.PAPERS)
+    assert len(set(every)) == len(every)  # no cell twice
+    table4 = grid.cells("smoke", synthetic_root, paper="pouta", table="tableIV")
+    mvtec = grid.cells("smoke", synthetic_root, paper="pouta", dataset="mvtec_ad",
+                       category="grid")
+    assert {c.variant for c in table4 if c.category == "grid"} == \
+        {c.variant for c in mvtec if "shots" in c.variant}
+    assert len({c.variant for c in mvtec if "shots" in c.variant}) == 3 * DRAWS["smoke"]
+    seeds = grid.cells("smoke", synthetic_root, paper="puad", seeds=[0, 1, 2])
+    assert len(seeds) == 3 * len(grid.cells("smoke", synthetic_root, paper="puad"))
+    with pytest.raises(ValueError, match="unknown paper"):
+        grid.cells("smoke", synthetic_root, paper="patchcore")
+
+
+def test_tables_tag_the_cells_that_feed_them(synthetic_root):
+    tsdn = grid.cells("smoke", synthetic_root, paper="tsdn", dataset="mvtec_ad",
+                      category="toothbrush")  # toothbrush is in the paper's Table 3, not 4
+    tags = {c.variant: set(c.tables) for c in tsdn}
+    assert set(tags) == set(grid.TSDN_ROWS)
+    assert tags["default"] == {"table1", "table2", "table3"}
+    assert tags["model=t3_C"] == {"table3"} and tags["model=t4_C"] == {"table3"}
+    assert tags["model=t4_B"] == {"diagnostic"}  # the notebook's every-row checks (issue 11)
+    n2n = {c.variant: c.tables for c in grid.cells("smoke", synthetic_root, paper="n2n",
+                                                    dataset="mpdd", category="metal_plate")}
+    assert n2n["reconstruction=blur"] == ("diagnostic",) and "table5" in n2n["ram=false"]
+
+
+def test_estimate_prefers_the_cells_own_current_record():
+    cell = grid.Cell("pouta", "main", "mvtec_ad", "grid", "shots=2,support_draw=1", 0, ())
+
+    def rec(cat, variant, s):
+        return {"key": {"paper": "pouta", "experiment": "main", "dataset": "mvtec_ad",
+                        "category": cat, "variant": variant, "seed": 0},
+                "timings": {"total_s": s}}
+
+    assert grid.estimate_s(cell, [rec("grid", "shots=2,support_draw=1", 7.0)]) == 7.0
+    # the other draws of the same k, then any of the paper's runs, then an older own record
+    assert grid.estimate_s(cell, [rec("toothbrush", "shots=2", 10.0),
+                                  rec("grid", "shots=2,support_draw=2", 20.0),
+                                  rec("grid", "default", 99.0)]) == 15.0
+    assert grid.estimate_s(cell, [rec("grid", "default", 99.0)]) == 99.0
+    assert grid.estimate_s(cell, [], [rec("grid", "shots=2,support_draw=1", 3.0)]) == 3.0
+    assert grid.estimate_s(cell, []) == grid.DEFAULT_COST_S["pouta"]
+
+
+def test_committed_smoke_results_cover_the_grid(monkeypatch):
+    """Every cell the smoke grid lists has a current committed record (what nbval renders)."""
+    monkeypatch.setenv("REPRO_READONLY", "1")
+    rows = grid.plan("smoke")
+    assert rows and all(r.status == "done" for r in rows), \
+        [r.cell.label() + " " + r.status for r in rows if r.status != "done"][:10]
+
+
+def test_plan_cli_on_an_empty_store(synthetic_root, scratch_store, capsys):
+    assert main(["plan", "--profile", "smoke", "--data-root", str(synthetic_root),
+                 "--paper", "puad", "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    n = 2 * len(grid.cells("smoke", synthetic_root, paper="puad"))
+    assert len(out) == n + 1 and all(line.startswith("missing ") for line in out[:-1])
+    assert out[-1].startswith(f"profile smoke: {n} cells, 0 done, {n} missing")
+    assert main(["plan", "--profile", "smoke", "--paper", "nope"]) == 2
+    assert main(["plan", "--profile", "smoke", "--seeds", "a,b"]) == 2
+
+
+@pytest.mark.parametrize("variant,why", [
+    ("epochs=abc", "not an integer"), ("epochs=2.5", "not an integer"),
+    ("epochs=-5", "count >= 1"), ("shots=-1", "count >= 0"), ("lr=fast", "not a number"),
+    ("foreground=1", "true or false"), ("mss_weights=0.4", "JSON list")])
+def test_bad_overrides_fail_before_anything_runs(variant, why, scratch_store, capsys):
+    assert main(["run", "--paper", "pouta", "--experiment", "main", "--dataset", "mvtec_ad",
+                 "--category", "grid", "--variant", variant]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: pouta/main: override") and why in err
+    assert not (scratch_store / "cache" / "data").exists()  # nothing was computed, not even data
+
+
+def test_every_grid_variant_is_a_valid_override(synthetic_root):
+    from repro.experiments import cell_identity
+
+    for profile in ("smoke", "real_subset", "paper"):
+        for c in grid.cells(profile, synthetic_root):
+            cell_identity(c.paper, c.experiment, c.dataset, c.category, variant=c.variant,
+                          seed=c.seed, profile=profile)

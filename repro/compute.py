@@ -160,6 +160,9 @@ def compute(profile: str, data_root: str | None = None, *, executor: str = "loca
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     if gpus_per_cell < 0 or cpus_per_cell < 1:
         raise ValueError("gpus_per_cell must be >= 0 and cpus_per_cell >= 1")
+    from .env import resolve_device
+
+    resolve_device(device)  # DEVICE=cuda without a GPU: one error now, not one per cell
     rows = todo(plan(profile, data_root, **filters), recompute_stale)
     left_s = sum(r.estimate_s for r in rows)
     echo(f"compute ({executor}): {len(rows)} cells of profile {profile}, about "

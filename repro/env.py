@@ -42,8 +42,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("DEVICE=cuda was requested but torch sees no CUDA device; "
-                           "use DEVICE=auto or DEVICE=cpu")
+        raise ValueError("DEVICE=cuda was requested but torch sees no CUDA device; "
+                         "use DEVICE=auto or DEVICE=cpu")
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ValueError(f"unknown DEVICE '{name}'; expected auto, cpu or cuda[:N]")
     return torch.device(name)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import DatasetError, describe
+from .data import DatasetError, check_category, describe
 from .data.synthetic import ensure_synthetic
 from .env import cache_dir, resolve_device, resolve_path, results_dir, seed_everything
 from .profiles import Profile, get_profile, paper_config
@@ -160,15 +161,16 @@ def variant_overrides(exp: Experiment, variant: str, config: dict) -> dict:
 
 
 def check_override(where: str, name: str, value, default) -> None:
-    """Refuse an override whose type differs from the default's (``epochs=abc``,
+    """Refuse an override whose type differs from a scalar default's (``epochs=abc``,
     ``steps=2.5``) or a count below its range (``steps=-5``; a count whose default is positive
-    must stay >= 1, one whose default is 0 must stay >= 0), before anything is computed."""
+    must stay >= 1, one whose default is 0 must stay >= 0), before anything is computed. ``null``
+    switches off an optional string setting (``lite0_weights=null``)."""
     def fail(expected: str) -> None:
         raise ValueError(f"{where}: override {name}={json.dumps(value)} is not {expected} "
                          f"(the default is {json.dumps(default)})")
 
-    if default is None:
-        return
+    if default is None or (value is None and isinstance(default, (str, list, dict))):
+        return  # an optional setting (a path, a weights name) may be switched off with null
     if isinstance(default, bool):
         if not isinstance(value, bool):
             fail("true or false")
@@ -183,8 +185,7 @@ def check_override(where: str, name: str, value, default) -> None:
     elif isinstance(default, str):
         if not isinstance(value, str):
             fail("a string")
-    elif isinstance(default, (list, dict)) and not isinstance(value, type(default)):
-        fail(f"a JSON {'list' if isinstance(default, list) else 'object'}")
+    # lists and objects are left to the method: some accept a scalar too (distil_steps)
 
 
 def _data_value(data_root: str | os.PathLike | None, profile: Profile) -> str | None:
@@ -238,6 +239,19 @@ def cell_identity(paper: str, experiment: str, dataset: str, category: str, *,
     return key, config, data_id(data_root, prof)
 
 
+def preflight(store: RunStore, root: Path, dataset: str, category: str) -> None:
+    """Errors before compute, not after: the data of the cell (both splits, every mask at its
+    image's size; ``repro.data.check_category``) and a writable run folder."""
+    check_category(root, dataset, category)
+    try:
+        store.runs_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=store.runs_dir, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise DatasetError(f"the run folder {store.runs_dir} is not writable ({exc}); set "
+                           "REPRO_RESULTS to a writable folder") from None
+
+
 def run_cell(paper: str, experiment: str, dataset: str, category: str, *, variant: str = "",
              seed: int = 0, profile: str = "smoke", data_root: str | None = None,
              device: str = "auto") -> dict:
@@ -251,6 +265,8 @@ def run_cell(paper: str, experiment: str, dataset: str, category: str, *, varian
         return store.fetch(key, config, did)
     root = resolve_data_root(data_root, prof)
     dev = resolve_device(device)
+    if store.status(key, config, did) != "done":
+        preflight(store, root, dataset, category)
     seed_everything(seed)
     return store.run(key, lambda ctx: exp.fn(ctx, root), config=config, device=dev,
                      data=describe(root, dataset, [category]), data_id=did,

@@ -207,6 +207,11 @@ class PlanRow:
     estimate_s: float
     error: str = ""
 
+    @property
+    def guessed(self) -> bool:
+        """The estimate is the per-paper constant: no record of this paper to measure from."""
+        return self.estimate_s == DEFAULT_COST_S[self.cell.paper]
+
 
 def plan(profile: str, data_root: str | None = None, **filters) -> list[PlanRow]:
     """The status of every cell of ``profile`` (filters as :func:`cells`) and its estimate."""
@@ -231,7 +236,7 @@ def plan(profile: str, data_root: str | None = None, **filters) -> list[PlanRow]
 def format_plan(rows: Sequence[PlanRow], profile: str) -> str:
     """One line per cell, then the counts and the estimated hours of what is left."""
     lines = [f"{r.status:8} {r.cell.label():70} ~{r.estimate_s / 60:6.1f} min"
-             f"{'  ' + r.error if r.error else ''}" for r in rows]
+             f"{'?' if r.guessed else ' '}{'  ' + r.error if r.error else ''}" for r in rows]
     counts = {s: sum(r.status == s for r in rows) for s in ("done", "missing", "stale", "failed")}
     left = sum(r.estimate_s for r in rows if r.status != "done")
     per_paper = {}
@@ -243,6 +248,10 @@ def format_plan(rows: Sequence[PlanRow], profile: str) -> str:
                  f"; left: about {left / 3600:.1f} h on the device of the records" +
                  (" (" + ", ".join(f"{p} {s / 3600:.1f} h" for p, s in per_paper.items()) + ")"
                   if per_paper else ""))
+    guessed = sum(r.guessed and r.status != "done" for r in rows)
+    if guessed:
+        lines.append(f"{guessed} of them (marked ?) have no record of their paper to time them "
+                     "by: their estimate is a rough constant (repro.grid.DEFAULT_COST_S)")
     return "\n".join(lines)
 
 

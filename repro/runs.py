@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -131,7 +132,14 @@ class RunContext:
         """The last saved state, or None. Records the step it resumed from (``state['step']``)."""
         if not self.checkpoint_path.is_file():
             return None
-        state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # truncated or corrupt: say so once, start afresh
+            warnings.warn(f"checkpoint {self.checkpoint_path} is unreadable ({type(exc).__name__}: "
+                          f"{exc}); it is discarded and the run starts from the beginning",
+                          stacklevel=2)
+            self.checkpoint_path.unlink(missing_ok=True)
+            return None
         self.resumed_from = int(state.get("step", 0))
         return state
 
@@ -391,6 +399,6 @@ def matches(record: dict | None, key: RunKey, chash: str) -> bool:
 
 def device_label(device: torch.device) -> str:
     """E.g. ``cpu (2 threads)`` or ``cuda: NVIDIA H100 80GB HBM3``."""
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
+    if device.type == "cuda":  # the CPU threads matter too (data synthesis, metrics)
+        return f"cuda: {torch.cuda.get_device_name(device)} ({torch.get_num_threads()} CPU threads)"
     return f"{device.type} ({torch.get_num_threads()} threads)"

@@ -114,3 +114,14 @@ def test_ray_and_slurm_executors_give_the_local_records(synthetic_root, tmp_path
     import ray
 
     ray.shutdown()
+
+
+def test_cuda_without_a_gpu_is_one_error_before_any_cell(synthetic_root, scratch_store, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    assert main(["compute", "--profile", "smoke", "--data-root", str(synthetic_root),
+                 "--paper", "baseline", "--device", "cuda"]) == 2
+    assert "torch sees no CUDA device" in capsys.readouterr().err
+    assert not (scratch_store / "results" / "smoke" / "runs").exists()

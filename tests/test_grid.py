@@ -70,8 +70,10 @@ def test_plan_cli_on_an_empty_store(synthetic_root, scratch_store, capsys):
                  "--paper", "puad", "--seeds", "0,1"]) == 0
     out = capsys.readouterr().out.splitlines()
     n = 2 * len(grid.cells("smoke", synthetic_root, paper="puad"))
-    assert len(out) == n + 1 and all(line.startswith("missing ") for line in out[:-1])
-    assert out[-1].startswith(f"profile smoke: {n} cells, 0 done, {n} missing")
+    assert len(out) == n + 2 and all(line.startswith("missing ") for line in out[:n])
+    assert all(line.endswith("?") for line in out[:n])  # no record to time them by
+    assert out[n].startswith(f"profile smoke: {n} cells, 0 done, {n} missing")
+    assert out[n + 1].startswith(f"{n} of them (marked ?) have no record")
     assert main(["plan", "--profile", "smoke", "--paper", "nope"]) == 2
     assert main(["plan", "--profile", "smoke", "--seeds", "a,b"]) == 2
 
@@ -79,7 +81,7 @@ def test_plan_cli_on_an_empty_store(synthetic_root, scratch_store, capsys):
 @pytest.mark.parametrize("variant,why", [
     ("epochs=abc", "not an integer"), ("epochs=2.5", "not an integer"),
     ("epochs=-5", "count >= 1"), ("shots=-1", "count >= 0"), ("lr=fast", "not a number"),
-    ("foreground=1", "true or false"), ("mss_weights=0.4", "JSON list")])
+    ("foreground=1", "true or false"), ("model=3", "not a string")])
 def test_bad_overrides_fail_before_anything_runs(variant, why, scratch_store, capsys):
     assert main(["run", "--paper", "pouta", "--experiment", "main", "--dataset", "mvtec_ad",
                  "--category", "grid", "--variant", variant]) == 2
@@ -95,3 +97,35 @@ def test_every_grid_variant_is_a_valid_override(synthetic_root):
         for c in grid.cells(profile, synthetic_root):
             cell_identity(c.paper, c.experiment, c.dataset, c.category, variant=c.variant,
                           seed=c.seed, profile=profile)
+
+
+def test_data_errors_come_before_training(synthetic_root, tmp_path, scratch_store, capsys):
+    """A mask of the wrong size, a missing mask and a one-image training split each stop the
+    run in its first second with the file named, and leave no record."""
+    import shutil
+
+    from PIL import Image
+
+    root = tmp_path / "data"
+    shutil.copytree(synthetic_root / "mvtec_ad" / "grid", root / "mvtec_ad" / "grid")
+    masks = sorted((root / "mvtec_ad" / "grid" / "ground_truth").rglob("*.png"))
+    Image.new("L", (10, 10)).save(masks[0])
+    args = ["run", "--paper", "baseline", "--experiment", "ae", "--dataset", "mvtec_ad",
+            "--category", "grid", "--data-root", str(root), "--device", "cpu"]
+    assert main(args) == 2
+    assert f"mask {masks[0]} is 10x10 but its image" in capsys.readouterr().err
+    masks[0].unlink()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: missing mask for defect image") and str(masks[0]) in err
+    assert not (scratch_store / "results" / "smoke" / "runs").exists()
+
+
+def test_one_training_image_cannot_give_a_validation_split(tmp_path):
+    from repro.data import DatasetError
+    from repro.data.common import Record, holdout_split
+
+    one = [Record(tmp_path / "good" / "000.png", 0, "good", "mpdd", "tubes")]
+    with pytest.raises(DatasetError, match="1 training image.*leaves none to train on"):
+        holdout_split(one, 0.2, seed=0)
+    assert [len(p) for p in holdout_split(one * 2, 0.2, seed=0)] == [1, 1]

@@ -307,3 +307,15 @@ def test_the_lease_of_a_killed_process_is_broken_at_once(tmp_path):
     lease = Lease(path, stale_s=3600)
     assert lease.try_acquire()  # fresh mtime, but its process is gone
     lease.release()
+
+
+def test_a_truncated_checkpoint_is_reported_and_discarded(tmp_path):
+    from repro.runs import RunContext
+
+    ctx = RunContext(KEY, {}, CPU, tmp_path / "ckpt")
+    ctx.checkpoint(5, {"m": torch.nn.Linear(2, 2)})
+    blob = ctx.checkpoint_path.read_bytes()
+    ctx.checkpoint_path.write_bytes(blob[: len(blob) // 2])  # a copy cut short
+    with pytest.warns(UserWarning, match=r"last\.pt is unreadable.*starts from the beginning"):
+        assert ctx.resume(m=torch.nn.Linear(2, 2)) == {}
+    assert not ctx.checkpoint_path.exists() and ctx.resumed_from is None

@@ -104,3 +104,31 @@ __all__ = [
     "load_mask", "load_split", "load_support", "present_categories", "read_image", "read_mask",
     "save_support", "select_support", "stack_images",
 ]
+
+
+def check_category(data_root: Path, dataset: str, category: str) -> dict:
+    """What can be checked before a run trains, so that it fails in seconds rather than after
+    training: both splits list images, every defective test image has its masks, and each mask
+    has its image's size (header reads only). Returns the counts; raises :class:`DatasetError`
+    naming the first bad file."""
+    from PIL import Image
+
+    train = list_records(data_root, dataset, category, "train")
+    test = list_records(data_root, dataset, category, "test")
+    n_masks = 0
+    for r in test:
+        if r.label == 1 and not r.mask_paths and dataset != "dagm":
+            raise DatasetError(f"{r.path}: a defective test image without a ground-truth mask")
+        if not r.mask_paths:
+            continue
+        with Image.open(r.path) as im:
+            size = im.size
+        for m in r.mask_paths:
+            if not Path(m).is_file():
+                raise DatasetError(f"mask {m} of {r.path} does not exist")
+            with Image.open(m) as mk:
+                if mk.size != size:
+                    raise DatasetError(f"mask {m} is {mk.size[0]}x{mk.size[1]} but its image "
+                                       f"{r.path} is {size[0]}x{size[1]}")
+            n_masks += 1
+    return {"train": len(train), "test": len(test), "masks": n_masks}

@@ -204,6 +204,11 @@ def holdout_split(
         raise ValueError(f"holdout fraction must be in [0, 1), got {fraction}")
     n = len(records)
     n_out = 0 if fraction == 0 else max(1, round(fraction * n))
+    if n - n_out < 1:
+        where = records[0].path.parent if records else "the training split"
+        raise DatasetError(f"{n} training image(s) under {where}: holding out {n_out} for "
+                           f"validation (fraction {fraction}) leaves none to train on; at least "
+                           f"{n_out + 1} are needed")
     order = np.random.default_rng(seed).permutation(n)
     out = set(order[:n_out].tolist())
     return ([r for i, r in enumerate(records) if i not in out],

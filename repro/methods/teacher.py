@@ -51,7 +51,7 @@ from ..env import cache_dir
 from ..networks import IMAGENET_MEAN, IMAGENET_STD
 from ..networks.efficientad import TEACHER_CHANNELS, pdn
 from ..networks.efficientnet_lite import efficientnet_lite0
-from ..runs import atomic_torch_save
+from ..runs import Lease, atomic_torch_save
 
 
 def imagenet_normalise(x: torch.Tensor) -> torch.Tensor:
@@ -188,7 +188,20 @@ def distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device, 
            workers: int = 0) -> tuple[nn.Module, dict]:
     """A distilled teacher (PDN with padding) and its provenance. Cached under
     ``.cache/teachers`` by configuration and image list (see the module doc); resumable from
-    its checkpoint. ``info["cached"]``: the file existed, nothing was distilled by this call."""
+    its checkpoint. ``info["cached"]``: the file existed, nothing was distilled by this call.
+    One teacher serves many cells, so a worker holds a lease on it while distilling; another
+    worker that needs the same teacher waits and then loads the file."""
+    lease = Lease(teacher_file(cfg, paths, seed).with_suffix(".lease"))
+    while not lease.try_acquire():
+        time.sleep(lease.poll_s)
+    try:
+        return _distil(cfg, paths, source, device, seed, workers)
+    finally:
+        lease.release()
+
+
+def _distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device, seed: int,
+            workers: int) -> tuple[nn.Module, dict]:
     backbone, weights = backbone_choice(cfg)
     final = teacher_file(cfg, paths, seed)
     ckpt = final.with_suffix(".ckpt")

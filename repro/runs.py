@@ -123,6 +123,7 @@ class RunContext:
     checkpoint_dir: Path
     timings: dict[str, float] = field(default_factory=dict)
     resumed_from: int | None = None
+    last_saved: float = field(default_factory=time.monotonic)  # or the start of the run
 
     @property
     def checkpoint_path(self) -> Path:
@@ -154,10 +155,18 @@ class RunContext:
             part.load_state_dict(state.pop(name))
         return state
 
-    def checkpoint(self, step: int, parts: dict, **extra) -> None:
-        """Save the ``state_dict()`` of every part under its name, the step and ``extra``."""
+    def checkpoint(self, step: int, parts: dict, *, force: bool = False, **extra) -> bool:
+        """Save the ``state_dict()`` of every part under its name, the step and ``extra`` if
+        :func:`checkpoint_interval_s` has passed since the last save (or the start), or if
+        ``force``. The methods offer a checkpoint every ``checkpoint_every`` epochs or steps; by
+        wall time a run writes one about every 10 minutes, not dozens. Returns whether it saved."""
+        now = time.monotonic()
+        if not force and now - self.last_saved < checkpoint_interval_s():
+            return False
         self.save_checkpoint({**{n: p.state_dict() for n, p in parts.items()}, "step": step,
                               **extra})
+        self.last_saved = now
+        return True
 
     def save_checkpoint(self, state: dict) -> None:
         """Atomically replace the checkpoint (an interrupt mid-save keeps the previous one)."""
@@ -178,6 +187,15 @@ class RunContext:
 
 
 RunFn = Callable[[RunContext], dict]
+
+
+def checkpoint_interval_s() -> float:
+    """Seconds between checkpoints: ``REPRO_CHECKPOINT_S`` (default 600; 0: at every offer)."""
+    value = os.environ.get("REPRO_CHECKPOINT_S", "600")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        raise ValueError(f"REPRO_CHECKPOINT_S must be a number of seconds, got {value!r}") from None
 
 
 class Lease:

@@ -3,9 +3,13 @@ synthetic datasets written once per session."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# tests that kill and resume runs need a checkpoint at every offer, not every 10 minutes
+os.environ.setdefault("REPRO_CHECKPOINT_S", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -319,3 +319,19 @@ def test_a_truncated_checkpoint_is_reported_and_discarded(tmp_path):
     with pytest.warns(UserWarning, match=r"last\.pt is unreadable.*starts from the beginning"):
         assert ctx.resume(m=torch.nn.Linear(2, 2)) == {}
     assert not ctx.checkpoint_path.exists() and ctx.resumed_from is None
+
+
+def test_checkpoints_are_written_by_wall_time(tmp_path, monkeypatch):
+    from repro.runs import RunContext
+
+    monkeypatch.setenv("REPRO_CHECKPOINT_S", "3600")
+    ctx = RunContext(KEY, {}, CPU, tmp_path / "ckpt")
+    net = torch.nn.Linear(2, 2)
+    assert not ctx.checkpoint(1, {"m": net}) and not ctx.checkpoint_path.exists()
+    assert ctx.checkpoint(2, {"m": net}, force=True)
+    assert torch.load(ctx.checkpoint_path, weights_only=False)["step"] == 2
+    monkeypatch.setenv("REPRO_CHECKPOINT_S", "0")
+    assert ctx.checkpoint(3, {"m": net})
+    monkeypatch.setenv("REPRO_CHECKPOINT_S", "soon")
+    with pytest.raises(ValueError, match="REPRO_CHECKPOINT_S"):
+        ctx.checkpoint(4, {"m": net})

@@ -248,6 +248,7 @@ def test_saved_files_are_readable_by_others_and_temp_names_unique(tmp_path, monk
     assert len(set(temps)) == 2 and all(Path(t).parent == tmp_path for t in temps)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "a.npz", "last.pt"]
     assert torch.load(tmp_path / "last.pt")["step"] == 2
+    assert (tmp_path / "last.pt").stat().st_mode & 0o777 == 0o644
 
 
 WORKER = """

@@ -215,12 +215,12 @@ def run(ctx: RunContext, data_root: Path) -> dict:
             data.epoch = epoch
             loader = DataLoader(data, batch_size=cfg["batch_size"], shuffle=True,
                                 generator=torch.Generator().manual_seed(key.seed * 7919 + epoch),
-                                num_workers=cfg["workers"])
+                                num_workers=cfg["workers"], pin_memory=device.type == "cuda")
             totals, n_epoch = {}, 0
             for img, mask, clean in loader:
                 if steps == max_steps:  # a few-shot run's last pass may end early
                     break
-                img, mask, clean = img.to(device), mask.to(device), clean.to(device)
+                img, mask, clean = (t.to(device, non_blocking=True) for t in (img, mask, clean))
                 out = model(img)
                 losses = {"rec": reconstruction_loss(out["reconstruction"], clean,
                                                      cfg["ssim_sigma"]),

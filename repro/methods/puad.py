@@ -311,7 +311,7 @@ def train(ctx: RunContext, teacher: nn.Module, x_train: torch.Tensor, penalty_pa
             torch.cuda.set_rng_state(saved["cuda_rng"], device)
     step, history = saved.get("step", 0), saved.get("history", [])
     penalty = endless(ImageFiles(penalty_paths, s, resize=2 * s), 1, seed * 1000 + step,
-                      cfg["workers"]) if cfg["penalty"] else None
+                      cfg["workers"], pin_memory=device.type == "cuda") if cfg["penalty"] else None
     lo, hi = cfg["augment_range"]
     student.train()
     ae.train()
@@ -325,7 +325,8 @@ def train(ctx: RunContext, teacher: nn.Module, x_train: torch.Tensor, penalty_pa
             t_aug = (teacher(imagenet_normalise(x_aug)) - t_mean) / t_std
         losses = {"hard": hard_loss(t, student(imagenet_normalise(x))[:, :C], cfg["hard_quantile"])}
         if penalty is not None:
-            p = random_grayscale(next(penalty).to(device), cfg["penalty_gray_p"], gen)
+            p = random_grayscale(next(penalty).to(device, non_blocking=True), cfg["penalty_gray_p"],
+                                 gen)
             losses["penalty"] = student(imagenet_normalise(p))[:, :C].pow(2).mean()
         a = ae(imagenet_normalise(x_aug))
         s_aug = student(imagenet_normalise(x_aug))[:, C:]

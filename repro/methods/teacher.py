@@ -88,14 +88,16 @@ class ImageFiles(Dataset):
         return x[:, top:top + self.size, top:top + self.size]
 
 
-def endless(dataset: Dataset, batch_size: int, seed: int, workers: int = 0):
-    """Random batches with replacement, forever (seeded: reproducible, resumable by seed)."""
+def endless(dataset: Dataset, batch_size: int, seed: int, workers: int = 0,
+            pin_memory: bool = False):
+    """Random batches with replacement, forever (seeded: reproducible, resumable by seed).
+    ``pin_memory``: page-locked batches, for non-blocking copies to a GPU."""
     while True:
         g = torch.Generator().manual_seed(seed)
         sampler = RandomSampler(dataset, replacement=True, num_samples=10_000 * batch_size,
                                 generator=g)
         yield from DataLoader(dataset, batch_size=batch_size, sampler=sampler,
-                              num_workers=workers, drop_last=True)
+                              num_workers=workers, drop_last=True, pin_memory=pin_memory)
         seed += 1
 
 
@@ -242,7 +244,8 @@ def _distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device,
         std = (s2 / n_stats - (s1 / n_stats) ** 2).clamp_min(1e-12).sqrt().float()[
             None, :, None, None]
 
-    batches = endless(data, cfg["distil_batch"], seed * 1000 + step, workers)
+    batches = endless(data, cfg["distil_batch"], seed * 1000 + step, workers,
+                      pin_memory=device.type == "cuda")
     teacher.train()
     bar = tqdm(total=n_steps, initial=step, desc=f"teacher {cfg['size']}",
                leave=False)
@@ -250,7 +253,8 @@ def _distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device,
     log_every = max(n_steps // 100, 1)
     window, n_window = 0.0, 0
     while step < n_steps:
-        x = random_grayscale(next(batches).to(device), cfg["distil_gray_p"], gen)
+        x = random_grayscale(next(batches).to(device, non_blocking=True), cfg["distil_gray_p"],
+                             gen)
         with torch.no_grad():
             y = (target(x) - mean) / std
         # ours: the PDN's view is the extractor's 2s image downsampled (anti-aliased), not a

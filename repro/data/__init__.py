@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..env import display_path
 from . import dagm, loco, mvtec, visa
 from .common import (
     DatasetError,
@@ -88,7 +89,7 @@ def describe(data_root: Path, dataset: str, wanted: Sequence[str] | None = None)
     wanted = list(wanted) if wanted is not None else list(_format(dataset).categories)
     info = {
         "kind": "synthetic" if is_synthetic(data_root) else "real",
-        "root": str(data_root.resolve()),
+        "root": display_path(data_root),  # relative to the repository: no machine's path
         "dataset": dataset,
         "present": [c for c in wanted if c in present],
         "missing": [c for c in wanted if c not in present],

@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--gpus-per-cell", type=float, default=None,
                     help="ray/slurm: GPUs per cell (fractional for ray; default 1 with "
                     "--device cuda, else 0)")
-    co.add_argument("--cpus-per-cell", type=int, default=1)
+    co.add_argument("--cpus-per-cell", type=int, default=None,
+                    help="CPUs and torch threads per cell (default: local keeps this "
+                    "process's, ray and slurm 1)")
     co.add_argument("--partition", default=None, help="slurm partition")
     co.add_argument("--mem", default=None, help="slurm memory per cell, e.g. 32G")
     co.add_argument("--time-limit-min", type=int, default=None,

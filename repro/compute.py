@@ -54,22 +54,32 @@ def headline(metrics: dict) -> str:
 
 
 def run_one(cell: Cell, profile: str, data_root: str | None, device: str,
-            retries: int = 1) -> Outcome:
-    """Compute one cell (``retries`` more attempts after a failure); never raises for a failed
-    cell, only for an interrupt."""
+            retries: int = 1, threads: int | None = None) -> Outcome:
+    """Compute one cell (``retries`` more attempts after a failure) with ``threads`` torch CPU
+    threads (None: as this process has them); never raises for a failed cell, only for an
+    interrupt. The thread count changes CPU float sums in the last digits, so the executors
+    all pin it: a cell gives the same record under each (the record's device label names it)."""
+    import torch
+
     from .experiments import run_cell
 
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     t0 = time.perf_counter()
     error = ""
-    for _ in range(retries + 1):
-        try:
-            rec = run_cell(cell.paper, cell.experiment, cell.dataset, cell.category,
-                           variant=cell.variant, seed=cell.seed, profile=profile,
-                           data_root=data_root, device=device)
-            return Outcome(cell, True, time.perf_counter() - t0, headline(rec["metrics"]))
-        except Exception as exc:  # recorded by the run store as <slug>.failed
-            error = f"{type(exc).__name__}: {exc}"
-    return Outcome(cell, False, time.perf_counter() - t0, error=error)
+    try:
+        for _ in range(retries + 1):
+            try:
+                rec = run_cell(cell.paper, cell.experiment, cell.dataset, cell.category,
+                               variant=cell.variant, seed=cell.seed, profile=profile,
+                               data_root=data_root, device=device)
+                return Outcome(cell, True, time.perf_counter() - t0, headline(rec["metrics"]))
+            except Exception as exc:  # recorded by the run store as <slug>.failed
+                error = f"{type(exc).__name__}: {exc}"
+        return Outcome(cell, False, time.perf_counter() - t0, error=error)
+    finally:
+        torch.set_num_threads(before)
 
 
 def todo(rows: Sequence[PlanRow], recompute_stale: bool = True) -> list[PlanRow]:
@@ -84,7 +94,7 @@ def _worker_env() -> dict[str, str]:
 
 def _local(rows, profile, data_root, device, retries, opts) -> Iterator[Outcome]:
     for row in rows:
-        yield run_one(row.cell, profile, data_root, device, retries)
+        yield run_one(row.cell, profile, data_root, device, retries, opts["threads"])
 
 
 def _ray(rows, profile, data_root, device, retries, opts) -> Iterator[Outcome]:
@@ -99,7 +109,8 @@ def _ray(rows, profile, data_root, device, retries, opts) -> Iterator[Outcome]:
                     not os.environ.get("RAY_ADDRESS") else {}))
     task = ray.remote(num_gpus=opts["gpus_per_cell"], num_cpus=opts["cpus_per_cell"],
                       max_retries=0)(run_one)
-    pending = [task.remote(row.cell, profile, data_root, device, retries) for row in rows]
+    pending = [task.remote(row.cell, profile, data_root, device, retries,
+                           opts["cpus_per_cell"]) for row in rows]
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
         yield ray.get(done[0])
@@ -125,7 +136,7 @@ def _slurm(rows, profile, data_root, device, retries, opts) -> Iterator[Outcome]
     env = _worker_env()
     jobs = ex.map_array(_with_env, [env] * len(rows), [r.cell for r in rows],
                         [profile] * len(rows), [data_root] * len(rows), [device] * len(rows),
-                        [retries] * len(rows))
+                        [retries] * len(rows), [opts["cpus_per_cell"]] * len(rows))
     pending = list(jobs)
     while pending:
         done = [j for j in pending if j.done()]
@@ -151,13 +162,18 @@ _EXECUTORS = {"local": _local, "ray": _ray, "slurm": _slurm}
 
 def compute(profile: str, data_root: str | None = None, *, executor: str = "local",
             device: str = "auto", retries: int = 1, recompute_stale: bool = True,
-            gpus_per_cell: float = 0.0, cpus_per_cell: int = 1, partition: str | None = None,
+            gpus_per_cell: float = 0.0, cpus_per_cell: int | None = None, partition: str | None = None,
             mem: str | None = None, time_limit_min: int | None = None,
             slurm_cluster: str | None = None, ray_num_cpus: int | None = None,
             echo: Callable[[str], None] = print, **filters) -> list[Outcome]:
-    """Compute every missing, failed (and stale) cell of the filtered grid; see the module doc."""
+    """Compute every missing, failed (and stale) cell of the filtered grid; see the module doc.
+
+    ``cpus_per_cell`` is also each cell's torch thread count: None keeps this process's for
+    ``local`` and means 1 for ``ray`` and ``slurm``."""
     if executor not in EXECUTORS:
         raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    threads = cpus_per_cell
+    cpus_per_cell = cpus_per_cell or 1
     if gpus_per_cell < 0 or cpus_per_cell < 1:
         raise ValueError("gpus_per_cell must be >= 0 and cpus_per_cell >= 1")
     from .env import resolve_device
@@ -169,7 +185,7 @@ def compute(profile: str, data_root: str | None = None, *, executor: str = "loca
          f"{left_s / 3600:.1f} h by the records' times")
     if not rows:
         return []
-    opts = {"gpus_per_cell": gpus_per_cell, "cpus_per_cell": cpus_per_cell,
+    opts = {"gpus_per_cell": gpus_per_cell, "cpus_per_cell": cpus_per_cell, "threads": threads,
             "partition": partition, "mem": mem, "time_limit_min": time_limit_min,
             "slurm_cluster": slurm_cluster, "ray_num_cpus": ray_num_cpus}
     estimate = {r.cell: r.estimate_s for r in rows}

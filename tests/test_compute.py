@@ -93,7 +93,8 @@ def _metrics_of(runs: Path) -> dict:
 
 
 def test_ray_and_slurm_executors_give_the_local_records(synthetic_root, tmp_path, monkeypatch):
-    """The same tiny grid under the three executors: identical metrics and identities."""
+    """The same tiny grid under the three executors, one thread a cell: identical metrics and
+    identities (torch's thread count alone moves CPU sums in the last digits)."""
     pytest = __import__("pytest")
     pytest.importorskip("ray")
     pytest.importorskip("submitit")
@@ -106,7 +107,8 @@ def test_ray_and_slurm_executors_give_the_local_records(synthetic_root, tmp_path
         monkeypatch.setenv("REPRO_CACHE", str(tmp_path / executor / "cache"))
         lines = []
         out = compute("smoke", str(synthetic_root), executor=executor, device="cpu",
-                      paper="baseline", dataset="mvtec_ad", echo=lines.append, **extra)
+                      paper="baseline", dataset="mvtec_ad", echo=lines.append,
+                      cpus_per_cell=1, **extra)
         assert len(out) == 2 and all(o.ok for o in out), [o.error for o in out]
         assert lines[0].startswith(f"compute ({executor}): 2 cells")
         got[executor] = _metrics_of(tmp_path / executor / "results" / "smoke" / "runs")

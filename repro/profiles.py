@@ -136,6 +136,10 @@ PAPER_CONFIG: dict[str, dict] = {
         "category_overrides": {},  # ours: {category: {key: value}} applied on top of the profile
         #                           for one category (no profile sets one today); a cell's
         #                           identity holds only its own category's entry
+        "rec_warmup_epochs": 0,  # printed: one joint training from the first step; ours, a
+        #                         value > 0: that many epochs (full-data epochs, as many steps
+        #                         for a few-shot run) of L_rec alone on the reconstructive
+        #                         network first, then the printed schedule (issue 11, point 10)
         "train_crop": None,  # printed/DRAEM: train on whole images; an int: random crop x crop
         #                     windows of them (fully convolutional; the test is on whole images)
         "image_size": 224,  # printed: images resized to 224x224

@@ -55,9 +55,21 @@ class RunKey:
         return "__".join(re.sub(r"[^A-Za-z0-9=.,+_-]", "-", p) for p in parts)
 
 
+# Settings added after records existed, with the value that computes exactly what the code did
+# before them: at that value a setting is left out of the hash, so adding a switched-off option
+# does not make every earlier record stale; any other value is hashed as usual.
+INERT_SETTINGS: dict[str, object] = {
+    "rec_warmup_epochs": 0,  # POUTA: no reconstruction warm-up (the paper's joint training)
+}
+
+
 def config_hash(config: dict, data_id: str = "") -> str:
     """Identity of what a run computes: its config and the data it read (``data_id``: e.g. the
-    synthetic generator's fingerprint, so regenerated synthetic data invalidates old records)."""
+    synthetic generator's fingerprint, so regenerated synthetic data invalidates old records).
+    A setting of ``INERT_SETTINGS`` at its inert value is not part of it."""
+    config = {k: v for k, v in config.items()
+              if not (k in INERT_SETTINGS and v == INERT_SETTINGS[k]
+                      and type(v) is type(INERT_SETTINGS[k]))}
     blob = json.dumps([config, data_id], sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]
 

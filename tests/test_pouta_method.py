@@ -100,6 +100,57 @@ def test_few_shot_step_budget_equals_the_full_runs_steps_by_hand():
         step_budget({**cfg, "shots": 2, "shot_steps": "steps"}, 2, 25)
 
 
+def test_warmup_step_budget_by_hand():
+    """rec_warmup_epochs counts full-data epochs, like ``epochs``: the few-shot warm-up takes the
+    full run's warm-up steps."""
+    from repro.methods.pouta import step_budget
+    from repro.profiles import paper_config
+
+    cfg = {**paper_config("pouta", "real_subset"), "rec_warmup_epochs": 300}
+    assert step_budget(cfg, 25, 25, cfg["rec_warmup_epochs"]) == (300, 1200)
+    assert step_budget({**cfg, "shots": 2}, 2, 25, cfg["rec_warmup_epochs"]) == (1200, 1200)
+    assert step_budget(cfg, 25, 25, 0) == (0, 0)
+
+
+def test_reconstruction_warmup_trains_the_reconstruction_alone(synthetic_root, scratch_store,
+                                                              monkeypatch):
+    """Smoke toothbrush, 2 steps an epoch: 2 warm-up epochs of L_rec only (the discriminative
+    network is never run, so Adam leaves it as it was; the lr schedule waits), then 3 joint
+    epochs. The switched-off warm-up (0) keeps the identity the records had before it."""
+    from repro.experiments import cell_identity, run_cell
+    from repro.methods import pouta
+    from repro.runs import config_hash
+
+    calls = {"reconstructive": 0, "discriminative": 0}
+    real_build = pouta.build
+
+    def counting_build(*args):
+        model = real_build(*args)
+        for name in calls:
+            def count(m, i, o, name=name):
+                calls[name] += m.training and torch.is_grad_enabled()
+            getattr(model, name).register_forward_hook(count)
+        return model
+
+    monkeypatch.setattr(pouta, "build", counting_build)
+    kw = dict(profile="smoke", data_root=str(synthetic_root), device="cpu")
+    rec = run_cell("pouta", "main", "mvtec_ad", "toothbrush",
+                   variant="epochs=3,rec_warmup_epochs=2", **kw)
+    hist = rec["extra"]["history"]
+    assert [h.get("phase") for h in hist] == ["warmup", "warmup", None, None, None]
+    assert set(hist[0]) == {"epoch", "lr", "phase", "rec"} and "pre" in hist[2]
+    assert (rec["extra"]["warmup_steps"], rec["extra"]["steps"]) == (4, 10)
+    assert calls == {"reconstructive": 10, "discriminative": 6}  # trained: every step / joint
+    assert hist[0]["lr"] == hist[1]["lr"] == hist[2]["lr"]
+
+    _, off, did = cell_identity("pouta", "main", "mvtec_ad", "toothbrush", variant="epochs=3",
+                                **{k: kw[k] for k in ("profile", "data_root")})
+    assert off["rec_warmup_epochs"] == 0
+    without = {k: v for k, v in off.items() if k != "rec_warmup_epochs"}
+    assert config_hash(off, did) == config_hash(without, did)
+    assert config_hash({**off, "rec_warmup_epochs": 2}, did) != config_hash(off, did)
+
+
 def test_support_draws_differ_and_are_reproducible(tmp_path):
     from repro.data import Record, select_support
     from repro.methods.pouta import support_seed

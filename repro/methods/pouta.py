@@ -143,20 +143,23 @@ def training_records(ctx: RunContext, cfg: dict, data_root: Path) -> tuple[list,
     return support, train, f"support set {path.name} (new)"
 
 
-def step_budget(cfg: dict, n_train: int, n_full: int) -> tuple[int, int]:
+def step_budget(cfg: dict, n_train: int, n_full: int, epochs: int | None = None
+                ) -> tuple[int, int]:
     """(epochs, optimiser steps) of a run on ``n_train`` images of a category that has ``n_full``.
 
     An epoch is one pass in batches of ``batch_size``: ``ceil(n / batch_size)`` steps; the full
-    run takes ``epochs`` of them. A few-shot run (``shots`` > 0) with ``shot_steps`` = "full"
-    takes the full run's number of steps (as many passes over the k images as that needs, the
-    last one cut short if needed); with "epochs" it takes ``epochs`` passes over the k images
-    (the old reading: 120 steps for k <= 8 in real_subset)."""
+    run takes ``epochs`` of them (``cfg["epochs"]`` unless given: the warm-up passes its own). A
+    few-shot run (``shots`` > 0) with ``shot_steps`` = "full" takes the full run's number of
+    steps (as many passes over the k images as that needs, the last one cut short if needed);
+    with "epochs" it takes ``epochs`` passes over the k images (the old reading: 120 steps for
+    k <= 8 in real_subset)."""
+    epochs = cfg["epochs"] if epochs is None else epochs
     per_epoch = -(-n_train // cfg["batch_size"])
     if not cfg["shots"] or cfg["shot_steps"] == "epochs":
-        return cfg["epochs"], cfg["epochs"] * per_epoch
+        return epochs, epochs * per_epoch
     if cfg["shot_steps"] != "full":
         raise ValueError(f"shot_steps must be 'full' or 'epochs', got {cfg['shot_steps']!r}")
-    steps = cfg["epochs"] * -(-n_full // cfg["batch_size"])
+    steps = epochs * -(-n_full // cfg["batch_size"])
     return -(-steps // per_epoch), steps
 
 
@@ -185,6 +188,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     s = cfg["image_size"]
     train, full, train_note = training_records(ctx, cfg, data_root)
     epochs, max_steps = step_budget(cfg, len(train), len(full))
+    warm_epochs, warm_steps = step_budget(cfg, len(train), len(full), cfg["rec_warmup_epochs"])
     test = list_records(data_root, key.dataset, key.category, "test")
     x_train = stack_images(train, s)
     dtd = Path(data_root) / "dtd"
@@ -207,10 +211,13 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     steps = saved.get("steps", 0)
     lam = cfg["mss_weights"]
     n_seen = 0
-    bar = tqdm(total=epochs, initial=epoch, desc=f"pouta {key.category} {key.variant}",
-               leave=False)
+    bar = tqdm(total=warm_epochs + epochs, initial=epoch,
+               desc=f"pouta {key.category} {key.variant}", leave=False)
     with ctx.timer("train_s"):
-        while epoch < epochs:
+        while epoch < warm_epochs + epochs:
+            # the reconstruction warm-up (rec_warmup_epochs, ours; 0 in the paper): L_rec alone
+            # on the reconstructive network, before the joint training and its lr schedule
+            warm = epoch < warm_epochs
             model.train()
             data.epoch = epoch
             loader = DataLoader(data, batch_size=cfg["batch_size"], shuffle=True,
@@ -218,16 +225,20 @@ def run(ctx: RunContext, data_root: Path) -> dict:
                                 num_workers=cfg["workers"], pin_memory=device.type == "cuda")
             totals, n_epoch = {}, 0
             for img, mask, clean in loader:
-                if steps == max_steps:  # a few-shot run's last pass may end early
-                    break
+                if steps == (warm_steps if warm else warm_steps + max_steps):
+                    break  # a few-shot run's last pass may end early
                 img, mask, clean = (t.to(device, non_blocking=True) for t in (img, mask, clean))
-                out = model(img)
-                losses = {"rec": reconstruction_loss(out["reconstruction"], clean,
-                                                     cfg["ssim_sigma"]),
-                          "pre": segmentation_loss(out["logits"], mask, cfg["focal_gamma"])}
-                if out["heads"]:
-                    losses["mss"] = sum(w * segmentation_loss(h, mask, cfg["focal_gamma"])
-                                        for w, h in zip(lam, out["heads"], strict=True))
+                if warm:
+                    losses = {"rec": reconstruction_loss(model.reconstructive(img)[0], clean,
+                                                         cfg["ssim_sigma"])}
+                else:
+                    out = model(img)
+                    losses = {"rec": reconstruction_loss(out["reconstruction"], clean,
+                                                         cfg["ssim_sigma"]),
+                              "pre": segmentation_loss(out["logits"], mask, cfg["focal_gamma"])}
+                    if out["heads"]:
+                        losses["mss"] = sum(w * segmentation_loss(h, mask, cfg["focal_gamma"])
+                                            for w, h in zip(lam, out["heads"], strict=True))
                 loss = sum(losses.values())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -237,12 +248,14 @@ def run(ctx: RunContext, data_root: Path) -> dict:
                     totals[k] = totals.get(k, 0.0) + v.detach() * len(img)
                 n_seen += len(img)
                 n_epoch += len(img)
-            sched.step()
+            if not warm:
+                sched.step()
             epoch += 1
             bar.update(1)
             history.append({"epoch": epoch, "lr": opt.param_groups[0]["lr"],
+                            **({"phase": "warmup"} if warm else {}),
                             **{k: v.item() / n_epoch for k, v in totals.items()}})
-            if epoch % cfg["checkpoint_every"] == 0 and epoch < epochs:
+            if epoch % cfg["checkpoint_every"] == 0 and epoch < warm_epochs + epochs:
                 ctx.checkpoint(epoch, parts, history=history, steps=steps)
     bar.close()
 
@@ -258,7 +271,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
         "arrays": defect_examples(test, x_test, recons, maps, s),
         "extra": {
             "train_images": train_note, "n_train": len(train), "n_test": len(test),
-            "n_full_train": len(full), "steps": steps,
+            "n_full_train": len(full), "steps": steps, "warmup_steps": warm_steps,
             "category_overrides": ctx.config["category_overrides"].get(key.category, {}),
             "textures": f"{len(textures)} DTD images" if textures
             else "none found: procedural textures",

@@ -100,6 +100,22 @@ def test_few_shot_step_budget_equals_the_full_runs_steps_by_hand():
         step_budget({**cfg, "shots": 2, "shot_steps": "steps"}, 2, 25)
 
 
+def test_epoch_order_is_the_per_epoch_shuffled_loaders_order():
+    """One sampler for all epochs (persistent workers) gives the order of the fresh shuffled
+    DataLoader per epoch that earlier records were trained on."""
+    from torch.utils.data import DataLoader
+
+    from repro.methods.pouta import EpochOrder
+
+    order = EpochOrder(11, seed=3)
+    for epoch in (0, 1, 7):
+        old = DataLoader(list(range(11)), batch_size=4, shuffle=True,
+                         generator=torch.Generator().manual_seed(3 * 7919 + epoch))
+        order.epoch = epoch
+        assert [(epoch, i) for b in old for i in b.tolist()] == list(order)
+    assert len({tuple(i for _, i in order)}) == 1  # the same epoch twice: the same order
+
+
 def test_warmup_step_budget_by_hand():
     """rec_warmup_epochs counts full-data epochs, like ``epochs``: the few-shot warm-up takes the
     full run's warm-up steps."""
@@ -208,13 +224,12 @@ def test_training_crops_are_windows_of_the_clean_image_and_reproducible():
     torch.manual_seed(0)
     images = torch.rand(3, 3, 32, 32)
     whole = SyntheticAnomalies(images, [], SynthesisConfig(), [None] * 3, seed=0)
-    img, mask, clean = whole[1]
+    img, mask, clean = whole[0, 1]
     assert img.shape == (3, 32, 32) and torch.equal(clean, images[1])
     cropped = SyntheticAnomalies(images, [], SynthesisConfig(), [None] * 3, seed=0, crop=16)
     corners = set()
     for epoch in range(6):
-        cropped.epoch = epoch
-        img, mask, clean = cropped[1]
+        img, mask, clean = cropped[epoch, 1]
         assert img.shape == (3, 16, 16) and mask.shape == (1, 16, 16)
         # the clean target is a 16x16 window of the image, and the input equals it off the mask
         hits = [(t, u) for t in range(17) for u in range(17)
@@ -222,7 +237,7 @@ def test_training_crops_are_windows_of_the_clean_image_and_reproducible():
         assert len(hits) == 1
         corners.add(hits[0])
         assert torch.equal(img[:, mask[0] == 0], clean[:, mask[0] == 0])
-        again = cropped[1]
+        again = cropped[epoch, 1]
         assert all(torch.equal(a, b) for a, b in zip(again, (img, mask, clean), strict=True))
     assert len(corners) > 1  # windows move between epochs
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from ..data import list_records, load_support, save_support, select_support, stack_images
@@ -76,20 +76,22 @@ def image_scores(maps: torch.Tensor, pool: int) -> torch.Tensor:
 
 
 class SyntheticAnomalies(Dataset):
-    """Training images with a fresh synthetic anomaly per (epoch, index): reproducible from the
-    seed and independent of DataLoader workers. ``crop``: train on a random ``crop`` x ``crop``
-    window of each image, drawn per (epoch, index) (None: the whole image)."""
+    """Training images with a fresh synthetic anomaly per ``(epoch, index)`` item (what
+    :class:`EpochOrder` yields): reproducible from the seed and independent of DataLoader
+    workers, persistent or not. ``crop``: train on a random ``crop`` x ``crop`` window of each
+    image, drawn per (epoch, index) (None: the whole image)."""
 
     def __init__(self, images: torch.Tensor, textures: list[Path], cfg: SynthesisConfig,
                  foregrounds: list[np.ndarray | None], seed: int, crop: int | None = None):
         self.images, self.textures, self.cfg = images, textures, cfg
-        self.foregrounds, self.seed, self.epoch, self.crop = foregrounds, seed, 0, crop
+        self.foregrounds, self.seed, self.crop = foregrounds, seed, crop
 
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int):
-        rng = np.random.default_rng([self.seed, self.epoch, i])
+    def __getitem__(self, item: tuple[int, int]):
+        epoch, i = item
+        rng = np.random.default_rng([self.seed, epoch, i])
         image, fg = self.images[i], self.foregrounds[i]
         if self.crop:
             h, w = image.shape[-2:]
@@ -99,6 +101,27 @@ class SyntheticAnomalies(Dataset):
             fg = None if fg is None else fg[window]
         img, mask, _ = synthesize(image, rng, self.cfg, self.textures, fg)
         return img, mask, image
+
+
+class EpochOrder(Sampler):
+    """The shuffled ``(epoch, index)`` items of epoch ``self.epoch`` (set before each pass).
+
+    The order is the one a fresh ``DataLoader(shuffle=True, generator=Generator().manual_seed(
+    seed * 7919 + epoch))`` gave, which the records before persistent workers were trained on:
+    such a loader first draws its workers' base seed from that generator, then the permutation.
+    The sampler runs in the main process, so one DataLoader with persistent workers serves every
+    epoch (the workers are not restarted at each epoch)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+        torch.empty((), dtype=torch.int64).random_(generator=g)  # the loader's base-seed draw
+        return iter([(self.epoch, i) for i in torch.randperm(self.n, generator=g).tolist()])
 
 
 def support_path(ctx: RunContext, k: int, draw: int = 0) -> Path:
@@ -198,6 +221,10 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     synth = SynthesisConfig(p_anomaly=cfg["p_anomaly"], p_texture=cfg["p_texture"],
                             beta_max=cfg["beta_max"])
     data = SyntheticAnomalies(x_train, textures, synth, foregrounds, key.seed, cfg["train_crop"])
+    order = EpochOrder(len(data), key.seed)
+    loader = DataLoader(data, batch_size=cfg["batch_size"], sampler=order,
+                        num_workers=cfg["workers"], persistent_workers=cfg["workers"] > 0,
+                        pin_memory=device.type == "cuda")
 
     torch.manual_seed(key.seed)
     model = build(cfg["model"], cfg["rec_width"], cfg["vanilla_width"],
@@ -219,10 +246,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
             # on the reconstructive network, before the joint training and its lr schedule
             warm = epoch < warm_epochs
             model.train()
-            data.epoch = epoch
-            loader = DataLoader(data, batch_size=cfg["batch_size"], shuffle=True,
-                                generator=torch.Generator().manual_seed(key.seed * 7919 + epoch),
-                                num_workers=cfg["workers"], pin_memory=device.type == "cuda")
+            order.epoch = epoch
             totals, n_epoch = {}, 0
             for img, mask, clean in loader:
                 if steps == (warm_steps if warm else warm_steps + max_steps):

@@ -336,3 +336,46 @@ def test_checkpoints_are_written_by_wall_time(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_CHECKPOINT_S", "soon")
     with pytest.raises(ValueError, match="REPRO_CHECKPOINT_S"):
         ctx.checkpoint(4, {"m": net})
+
+
+
+CRASH_CELLS = [("baseline", "ae", "mvtec_ad", "grid", "", 150),
+               ("tsdn", "main", "mvtec_ad", "grid", "epochs=2", 2),
+               ("pouta", "main", "mvtec_ad", "grid", "epochs=2", 2),
+               ("n2n", "main", "mpdd", "metal_plate", "max_epochs=2", 2),
+               ("puad", "main", "mvtec_loco", "juice_bottle", "steps=6", 6)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("paper,exp,dataset,category,variant,last", CRASH_CELLS,
+                         ids=[c[0] for c in CRASH_CELLS])
+def test_a_crash_after_training_reruns_only_the_evaluation(synthetic_root, scratch_store,
+                                                          monkeypatch, paper, exp, dataset,
+                                                          category, variant, last):
+    """The end of training is always checkpointed (even inside the wall-time interval), so a
+    run that dies in its evaluation resumes at its last step, trains nothing again and gives
+    the metrics of an uninterrupted run."""
+    import importlib
+
+    from repro.experiments import run_cell
+
+    module = importlib.import_module(f"repro.methods.{paper}")
+    monkeypatch.setenv("REPRO_CHECKPOINT_S", "3600")
+    kw = dict(variant=variant, profile="smoke", data_root=str(synthetic_root), device="cpu")
+    whole = run_cell(paper, exp, dataset, category, **kw)
+    runs = scratch_store / "results" / "smoke" / "runs"
+    for f in runs.glob(f"{paper}__*"):
+        f.unlink()
+    real = module.evaluate
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation died (made up)")
+
+    monkeypatch.setattr(module, "evaluate", broken)
+    with pytest.raises(RuntimeError, match="evaluation died"):
+        run_cell(paper, exp, dataset, category, **kw)
+    monkeypatch.setattr(module, "evaluate", real)
+    rec = run_cell(paper, exp, dataset, category, **kw)
+    assert rec["resumed_from_step"] == last
+    assert rec["metrics"] == whole["metrics"]
+    assert not any((scratch_store / "results" / "smoke").rglob("last.pt"))  # cleared after

@@ -33,7 +33,8 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     model = conv_autoencoder(cfg["width"]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
     parts = {"model": model, "optimizer": opt}
-    step = ctx.resume(**parts).get("step", 0)
+    saved = ctx.resume(**parts)
+    step, final_loss, last = saved.get("step", 0), saved.get("final_loss"), None
 
     model.train()
     with ctx.timer("train_s"):
@@ -47,9 +48,12 @@ def run(ctx: RunContext, data_root: Path) -> dict:
             loss.backward()
             opt.step()
             step += 1
-            if step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
-                ctx.checkpoint(step, parts)
+            last = loss.detach()  # no host sync per step
+            if step % cfg["checkpoint_every"] == 0 or step == cfg["steps"]:
+                ctx.checkpoint(step, parts, force=step == cfg["steps"],  # and at the end
+                               final_loss=float(last))
 
+    final_loss = float(last) if last is not None else final_loss
     model.eval()
     test_set = ImageDataset(test, size)
     maps = []
@@ -66,5 +70,5 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     return {
         "metrics": metrics,
         "extra": {"params": count_parameters(model), "n_train": len(train),
-                  "n_test": len(test), "final_loss": float(loss.detach())},
+                  "n_test": len(test), "final_loss": final_loss},
     }

@@ -265,7 +265,8 @@ def train_network(ctx: RunContext, x_train: torch.Tensor, x_val: torch.Tensor) -
                 bad += 1
             epoch += 1
             bar.update(1)
-            ctx.checkpoint(epoch, parts, best=best, best_state=best_state, bad=bad,
+            last = epoch == cfg["max_epochs"] or bad >= cfg["patience"]  # always saved
+            ctx.checkpoint(epoch, parts, force=last, best=best, best_state=best_state, bad=bad,
                            history=history)
     bar.close()
     net.load_state_dict(best_state)

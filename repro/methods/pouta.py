@@ -279,8 +279,9 @@ def run(ctx: RunContext, data_root: Path) -> dict:
             history.append({"epoch": epoch, "lr": opt.param_groups[0]["lr"],
                             **({"phase": "warmup"} if warm else {}),
                             **{k: v.item() / n_epoch for k, v in totals.items()}})
-            if epoch % cfg["checkpoint_every"] == 0 and epoch < warm_epochs + epochs:
-                ctx.checkpoint(epoch, parts, history=history, steps=steps)
+            last = epoch == warm_epochs + epochs  # the end of training is always saved
+            if epoch % cfg["checkpoint_every"] == 0 or last:
+                ctx.checkpoint(epoch, parts, force=last, history=history, steps=steps)
     bar.close()
 
     x_test = stack_images(test, s).to(device)

@@ -347,8 +347,9 @@ def train(ctx: RunContext, teacher: nn.Module, x_train: torch.Tensor, penalty_pa
             history.append({"step": step, "lr": opt.param_groups[0]["lr"],
                             **{k: v.item() / n_running for k, v in running.items()}})
             running, n_running = {}, 0
-        if step % cfg["checkpoint_every"] == 0 and step < cfg["steps"]:
-            ctx.checkpoint(step, parts, generator=gen.get_state(), history=history,
+        last = step == cfg["steps"]  # the end of training is always saved
+        if step % cfg["checkpoint_every"] == 0 or last:
+            ctx.checkpoint(step, parts, force=last, generator=gen.get_state(), history=history,
                            rng=torch.get_rng_state(), cuda_rng=_cuda_rng(device))
     bar.close()
     return student, ae, t_mean, t_std, history

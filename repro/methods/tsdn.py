@@ -259,8 +259,9 @@ def run(ctx: RunContext, data_root: Path) -> dict:
             epoch += 1
             bar.update(1)
             history.append({"epoch": epoch, **{k: float(v) / n for k, v in totals.items()}})
-            if epoch % cfg["checkpoint_every"] == 0 and epoch < cfg["epochs"]:
-                ctx.checkpoint(epoch, parts, history=history)
+            last = epoch == cfg["epochs"]  # the end of training is always saved
+            if epoch % cfg["checkpoint_every"] == 0 or last:
+                ctx.checkpoint(epoch, parts, force=last, history=history)
     bar.close()
 
     x_test = stack_images(test, s).to(device)

@@ -6,6 +6,7 @@ device and the variant, then asks the run store for the record (computing it onl
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import tempfile
@@ -33,40 +34,14 @@ class Experiment:
     variants: dict[str, dict] = field(default_factory=dict)  # named variant -> config overrides
 
 
-def _baseline(ctx: RunContext, data_root: Path) -> dict:
-    from .methods import baseline
+def _method(module: str, name: str = "run") -> Callable[[RunContext, Path], dict]:
+    """``repro.methods.<module>.<name>(ctx, data_root)``, imported when a run starts (so that
+    listing the experiments loads no network code)."""
+    def fn(ctx: RunContext, data_root: Path) -> dict:
+        return getattr(importlib.import_module(f"repro.methods.{module}"), name)(ctx, data_root)
 
-    return baseline.run(ctx, data_root)
-
-
-def _n2n(ctx: RunContext, data_root: Path) -> dict:
-    from .methods import n2n
-
-    return n2n.run(ctx, data_root)
-
-
-def _puad(ctx: RunContext, data_root: Path) -> dict:
-    from .methods import puad
-
-    return puad.run(ctx, data_root)
-
-
-def _puad_controls(ctx: RunContext, data_root: Path) -> dict:
-    from .methods import puad
-
-    return puad.controls_run(ctx, data_root)
-
-
-def _pouta(ctx: RunContext, data_root: Path) -> dict:
-    from .methods import pouta
-
-    return pouta.run(ctx, data_root)
-
-
-def _tsdn(ctx: RunContext, data_root: Path) -> dict:
-    from .methods import tsdn
-
-    return tsdn.run(ctx, data_root)
+    fn.__qualname__ = fn.__name__ = f"{module}.{name}"
+    return fn
 
 
 def _tsdn_weights(config: dict) -> dict:
@@ -108,28 +83,28 @@ def _puad_controls_weights(config: dict) -> dict:
 
 
 EXPERIMENTS: dict[tuple[str, str], Experiment] = {
-    ("baseline", "ae"): Experiment("baseline", "ae", _baseline),
+    ("baseline", "ae"): Experiment("baseline", "ae", _method("baseline")),
     # One experiment for all five tables: "default" is lambda=0.3 with RAM (Tables 1-3, the
     # lambda=0.3 column of Table 4, the RAM column of Table 5); variants lam=0/0.2/0.4 and
     # ram=false give the other columns.
     # "issue11_before": the code before issue 11 (raw-units noise, global residual, zero conv
     # padding, reflect SSIM windows, image score = map maximum), kept to show the change.
-    ("n2n", "main"): Experiment("n2n", "main", _n2n, variants={
+    ("n2n", "main"): Experiment("n2n", "main", _method("n2n"), variants={
         "issue11_before": {"noise_space": "raw", "global_residual": True, "conv_padding": "zeros",
                            "ssim_padding": "reflect", "score_rule": "max"}}),
     # One EfficientAD per (size, category) gives every PUAD table: "default" is size S, variant
     # size=M. The teacher is distilled from an ImageNet backbone (see repro.methods.teacher).
-    ("puad", "main"): Experiment("puad", "main", _puad, weights=_puad_weights),
+    ("puad", "main"): Experiment("puad", "main", _method("puad"), weights=_puad_weights),
     # Controls of PUAD's Mahalanobis score (issue 11): RGB mean/std, Lite0 global features and
     # an untrained PDN, one record per category with all three (no training).
-    ("puad", "controls"): Experiment("puad", "controls", _puad_controls,
+    ("puad", "controls"): Experiment("puad", "controls", _method("puad", "controls_run"),
                                      weights=_puad_controls_weights),
     # POUTA: "default" is the full model on all training images (Tables I-III, the POUTA row of
     # Table V); model=<Table V row> and shots=<k> (Table IV) are the other cells.
-    ("pouta", "main"): Experiment("pouta", "main", _pouta),
+    ("pouta", "main"): Experiment("pouta", "main", _method("pouta")),
     # TSDN: "default" is the full model (Tables 1-2, row D of Table 3, row F of Table 4);
     # model=<row> gives the other ablation rows (repro.networks.tsdn.VARIANTS).
-    ("tsdn", "main"): Experiment("tsdn", "main", _tsdn, weights=_tsdn_weights),
+    ("tsdn", "main"): Experiment("tsdn", "main", _method("tsdn"), weights=_tsdn_weights),
 }
 
 

@@ -268,16 +268,29 @@ def fetch(grid_cells: Sequence[Cell], *, profile: str, data_root: str | None = N
     notebooks render one), computing missing ones unless the store is read-only; a cell whose
     data is absent or that has no current record in a read-only store prints one "not run" line.
     """
+    import time
+
+    from .compute import headline
     from .data import DatasetError
-    from .experiments import run_cell
+    from .experiments import cell_identity, run_cell, store_for
     from .runs import RunMissingError
 
     records = {}
+    store = store_for(profile)
     for c in grid_cells:
         try:
-            records[(c.dataset, c.category, c.variant)] = run_cell(
+            computing = not store.readonly and store.status(*cell_identity(
+                c.paper, c.experiment, c.dataset, c.category, variant=c.variant, seed=c.seed,
+                profile=profile, data_root=data_root)) != "done"
+            if computing:  # a long cell says what it is doing (papermill streams it)
+                print(f"computing {c.label()} ...", flush=True)
+                t0 = time.perf_counter()
+            rec = records[(c.dataset, c.category, c.variant)] = run_cell(
                 c.paper, c.experiment, c.dataset, c.category, variant=c.variant, seed=c.seed,
                 profile=profile, data_root=data_root, device=device)
+            if computing:
+                print(f"  done in {time.perf_counter() - t0:.0f} s: {headline(rec['metrics'])}",
+                      flush=True)
         except DatasetError as exc:
             print(f"{c.dataset}/{c.category} {c.variant}: not run ({exc})")
         except RunMissingError:  # read-only rendering: no record of the current configuration

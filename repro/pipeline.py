@@ -10,6 +10,7 @@ place). Finished run records are kept either way: they are valid, and let the re
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,7 +69,10 @@ def execute(notebook: Path, out_dir: Path, parameters: dict, timeout: int | None
         try:
             papermill.execute_notebook(
                 str(notebook), str(tmp_nb), parameters=parameters, kernel_name="python3",
-                cwd=str(notebook.parent), progress_bar=False, execution_timeout=timeout)
+                cwd=str(notebook.parent), progress_bar=False, execution_timeout=timeout,
+                # each cell's printed lines (e.g. "computing <cell> ...") stream to this
+                # terminal while the notebook runs, not only into the executed notebook
+                stdout_file=sys.stdout, stderr_file=sys.stderr)
         except Exception as exc:  # papermill raises PapermillExecutionError and others
             raise NotebookFailed(f"{notebook.name} failed; results/{out_dir.name}/ was left "
                                  f"untouched. {type(exc).__name__}: {exc}") from exc

@@ -134,8 +134,8 @@ PAPER_CONFIG: dict[str, dict] = {
         #                    the draws); draw d uses select_support seed (seed + 1000 d), draw 0
         #                    is the list committed before there were draws
         "category_overrides": {},  # ours: {category: {key: value}} applied on top of the profile
-        #                           for one category (no profile sets one today); a cell's
-        #                           identity holds only its own category's entry
+        #                           for one category (real_subset: grid at 256 px, issue 11); a
+        #                           cell's identity holds only its own category's entry
         "rec_warmup_epochs": 0,  # printed: one joint training from the first step; ours, a
         #                         value > 0: that many epochs (full-data epochs, as many steps
         #                         for a few-shot run) of L_rec alone on the reconstructive
@@ -234,22 +234,24 @@ PROFILES: dict[str, Profile] = {
                     "batch_size": 4, "map_sigma": 2.0, "lr": 1e-3},
             # CPU budget: 6-9 min per full run at 128 px with 1.2 M parameters (notebook 03);
             # score_pool 11: the printed 21x21 pool at 224 px, scaled to 128 px and kept odd
-            # grid (issue 11, point 10, NOT fixed): L_rec sits at 0.963 in every run, the L_rec
-            # of outputting each image's mean colour (0.960 at 128 px): a collapsed
-            # reconstruction (notebook 03 flags it). Grid has 25 training images here, so 120
-            # epochs are 480 optimiser steps (toothbrush 720, metal_plate 840). Probes: the
-            # reconstructive network *alone* (b = 16, 128 px, lr 2e-4, batch 8, synthetic
-            # anomalies) sits at the mean colour for about 1000 steps, then learns (L_rec 0.953
-            # at step 1000, 0.758 at 1200); at 224 px it sat at 0.897 against its mean colour
-            # 0.896 at step 250; width 32 and other lr did not leave it within 480 steps. But the
-            # full POUTA model with 3x the schedule on grid (category_overrides {"grid":
-            # {"epochs": 360}}: 1440 steps, 33 min) still sat at 0.962 (image / pixel AUROC
-            # 90.9 / 92.0), so the schedule alone is not the fix and grid keeps 120 epochs.
-            # Open lead: the segmentation loss, whose gradient reaches the reconstructive
-            # network, holds it at the mean colour (e.g. train the reconstruction alone first).
+            # grid (issue 11, point 10): at 128 px L_rec sat at 0.963 in every run, the L_rec of
+            # outputting each image's mean colour (0.960): a collapsed reconstruction (notebook 03
+            # flags it). At 128 px the mesh has a period of about 8 px with 1-2 px wires; grid
+            # has 25 training images here, so 120 epochs are 480 optimiser steps. At 128 px
+            # neither 1440 joint steps (epochs 360), nor 1200 steps of L_rec alone
+            # (rec_warmup_epochs 300) left the plateau. At 256 px (the mesh period about 16 px)
+            # on random 128 px windows, the training cost of 128 px, it does: a probe of the
+            # reconstructive network alone left it at step ~450 (0.32 at 650; mean colour 0.871);
+            # the real_subset run (600 steps of L_rec alone, then the 480 joint steps) left it in
+            # the joint phase (0.877 -> 0.552 at the last epoch). So grid trains at 256 px on 128
+            # px windows with a 150-epoch warm-up, tests on whole 256 px images, and pools 23
+            # (21 at 224 scaled to 256, odd); its cells cost about 12 min instead of 8.
             "pouta": {"image_size": 128, "epochs": 120, "rec_width": 16, "vanilla_width": 14,
                       "c2f_widths": [24, 24, 48, 96], "score_pool": 11, "checkpoint_every": 20,
-                      "latency_size": 128, "latency_repeats": 20, "workers": 0},
+                      "latency_size": 128, "latency_repeats": 20, "workers": 0,
+                      "category_overrides": {"grid": {"image_size": 256, "train_crop": 128,
+                                                      "score_pool": 23,
+                                                      "rec_warmup_epochs": 150}}},
             # CPU budget: 34 min measured for the 21 grid, toothbrush and metal_plate runs
             # (notebook 02); map_sigma 2 px at 128 (ours; 4 px at 352 in the paper profile).
             # lr: the printed 7e-5 barely moves the from-scratch decoders in 60 epochs (grid,

@@ -74,3 +74,23 @@ def test_cli_help_and_clear_errors(tmp_path):
                                              "PATH": "/usr/bin:/bin"})
     assert bad.returncode == 2
     assert re.search(r"error: DATA_ROOT not found: .*none", bad.stderr)
+
+
+@pytest.mark.slow
+def test_a_computing_notebook_streams_its_progress(tmp_path, synthetic_root, scratch_store,
+                                                    capfd):
+    """A cell that computes prints one line per cell before and after it, and papermill streams
+    the kernel's output to this process while the notebook runs."""
+    body = f"""
+from repro import grid
+cells = grid.cells(PROFILE, {str(synthetic_root)!r}, paper="baseline", dataset="mvtec_ad",
+                   category="grid")
+records = grid.fetch(cells, profile=PROFILE, data_root={str(synthetic_root)!r}, device="cpu")
+"""
+    nb = _notebook(tmp_path / "compute.ipynb", body)
+    execute(nb, tmp_path / "out" / "smoke", {"PROFILE": "smoke", "DATA_ROOT": "",
+                                             "DEVICE": "cpu"})
+    out = capfd.readouterr().out
+    assert "computing baseline/ae mvtec_ad/grid default seed0 ..." in out
+    assert re.search(r"done in \d+ s: image_auroc \d\.\d{3}", out)
+    assert "1 of 1 cells have a record" in out

@@ -11,7 +11,8 @@ Few-shot runs (Table IV, ``shots`` = k) take, by default, as many optimiser step
 run of their category (``shot_steps``), and the k images come from one of several seeded draws
 (``support_draw``), each committed under ``results/<profile>/support/``.
 A profile may set values for one category (``category_overrides``) and train on random windows of
-the images (``train_crop``; the test is on whole images); no profile does today.
+the images (``train_crop``; the test is on whole images): real_subset trains MVTec grid at 256 px on
+128 px windows after a reconstruction warm-up (``rec_warmup_epochs``; issue 11).
 Unstated values are in ``repro.profiles.PAPER_CONFIG["pouta"]``; the synthesis details (Perlin
 scale and threshold, augmenters, self-transform ranges) in ``repro.kernels.synthesis``. The SSIM
 of L_rec uses only the valid 11x11 windows (ours; DRAEM zero-pads by 5).

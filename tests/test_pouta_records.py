@@ -1,0 +1,58 @@
+"""Checks on the committed POUTA run records (issue 11, points 9 and 10), read-only: no current
+real_subset run has a collapsed reconstruction (its L_rec over the last quarter of the joint
+epochs above 90 % of the L_rec of outputting each training image's mean colour, the rule of
+notebook 03), and every few-shot run took its full-data run's number of optimiser steps. Only
+records of today's configuration count; without any, the profile is skipped."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from repro import grid
+from repro.experiments import run_cell
+from repro.profiles import get_profile
+from repro.runs import RunMissingError
+
+
+def current_records(profile: str, monkeypatch) -> dict:
+    monkeypatch.setenv("REPRO_READONLY", "1")
+    root = get_profile(profile).data_root
+    if root is None:
+        pytest.skip(f"{profile} has no real data folder")
+    from repro.env import resolve_path
+
+    if not resolve_path(root).is_dir():
+        pytest.skip(f"{resolve_path(root)} is absent: no real_subset records to check")
+    out = {}
+    for c in grid.cells(profile, resolve_path(root), paper="pouta"):
+        try:
+            out[(c.dataset, c.category, c.variant)] = run_cell(
+                "pouta", c.experiment, c.dataset, c.category, variant=c.variant, profile=profile)
+        except RunMissingError:
+            continue
+    if not out:
+        pytest.skip(f"no POUTA record of the current {profile} configuration")
+    return out
+
+
+def test_no_current_run_has_a_collapsed_reconstruction(monkeypatch):
+    records = current_records("real_subset", monkeypatch)
+    collapsed = []
+    for cell, rec in records.items():
+        joint = [h["rec"] for h in rec["extra"]["history"] if h.get("phase") != "warmup"]
+        last = float(np.mean(joint[-max(1, len(joint) // 4):]))
+        if last > 0.9 * rec["extra"]["rec_mean_colour"]:
+            collapsed.append(f"{cell}: L_rec {last:.3f} vs mean colour "
+                             f"{rec['extra']['rec_mean_colour']:.3f}")
+    assert ("mvtec_ad", "grid", "default") in records  # the category that used to collapse
+    assert not collapsed, "collapsed reconstruction in: " + "; ".join(collapsed)
+
+
+def test_few_shot_runs_take_the_full_runs_steps(monkeypatch):
+    records = current_records("real_subset", monkeypatch)
+    for (ds, cat, variant), rec in records.items():
+        if "shots=" in variant:
+            full = records.get((ds, cat, "default"))
+            if full is not None:
+                assert rec["extra"]["steps"] == full["extra"]["steps"], (cat, variant)

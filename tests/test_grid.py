@@ -177,3 +177,18 @@ def test_paper_plan_estimates_from_the_measured_throughput(synthetic_root, scrat
     assert "or of the throughput measured in train_cuda.json (cuda: made up)" in text
     line = next(t for t in text.splitlines() if "pouta/main mvtec_ad/grid default" in t)
     assert line.rstrip().endswith("min" + "b")
+
+
+def test_bench_train_reads_throughput_from_a_record():
+    from repro.bench_train import measure, tag
+
+    rec = {"extra": {"train_images_per_s": 12.5, "n_test": 10, "encoder": "lite0 (stand-in)"},
+           "timings": {"test_s": 2.0}}
+    assert measure(rec) == {"test_s_per_image": 0.2, "train_images_per_s": 12.5,
+                            "encoder": "lite0 (stand-in)"}
+    puad = {"extra": {"train_steps_per_s": 3.0, "n_test": 4, "teacher": {
+        "source": "distilled", "cached": False, "steps": 10, "backbone": "efficientnet_lite0"}},
+        "timings": {"test_s": 1.0, "teacher_s": 5.0}}
+    assert measure(puad) == {"test_s_per_image": 0.25, "train_steps_per_s": 3.0,
+                             "distil_steps_per_s": 2.0, "teacher": "efficientnet_lite0"}
+    assert tag("cuda: NVIDIA H200", 16) == "cuda" and tag("cpu (2 threads)", 2) == "cpu-2threads"

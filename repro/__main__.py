@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(f"--{name}", default=None)
         p.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
     pl.add_argument("--status", default=None, help="only cells of this status, e.g. missing")
+    pl.add_argument("--bench-device", default="auto",
+                    help="paper profile: estimate cells without records from the throughput "
+                    "measured by `python -m repro.bench_train` on this kind of device (cuda, "
+                    "cpu; auto: cuda if measured, else cpu)")
     co.add_argument("--executor", default="local",
                     help="local (one cell after another), ray or slurm")
     co.add_argument("--gpus-per-cell", type=float, default=None,
@@ -84,14 +88,19 @@ def main(argv: list[str] | None = None) -> int:
             reproduce(args.profile, data_root=args.data_root, device=args.device,
                       notebooks=args.notebooks or None)
         elif args.command == "plan":
+            from . import bench_train
             from .grid import format_plan, plan
 
-            rows = plan(args.profile, args.data_root, paper=args.paper, table=args.table,
-                        dataset=args.dataset, category=args.category,
+            kinds = ("cuda", "cpu") if args.bench_device == "auto" else (args.bench_device,)
+            found = next((b for k in kinds if (b := bench_train.load(k))), None)
+            bench, note = (found[0], f"{found[1].name} ({found[0]['device']})") if found \
+                else (None, "")
+            rows = plan(args.profile, args.data_root, bench=bench, paper=args.paper,
+                        table=args.table, dataset=args.dataset, category=args.category,
                         experiment=args.experiment, seeds=parse_seeds(args.seeds))
             if args.status:
                 rows = [r for r in rows if r.status == args.status]
-            print(format_plan(rows, args.profile))
+            print(format_plan(rows, args.profile, note))
         elif args.command == "compute":
             from .compute import compute
 

@@ -13,8 +13,10 @@ diagnostic of ours (the Noise-to-Norm blur floor, the TSDN ablation rows on MPDD
 Estimated cost (:func:`estimate_s`): the measured ``total_s`` of the cell's own record when one
 exists (also a stale one: the same cell at an older config costs about the same), else the
 median over the records of the same paper and variant in other categories, else the median over
-the paper's records, else the per-paper constant of :data:`DEFAULT_COST_S`. The estimate is in
-seconds on the device the records were made on; nothing converts CPU seconds to GPU seconds.
+the paper's records, else (``paper`` profile) the cell's work over the throughput measured by
+``repro.bench_train`` (:func:`bench_estimate_s`), else the per-paper constant of
+:data:`DEFAULT_COST_S`. The estimate is in seconds on the device the records, or the throughput
+file, were made on; nothing converts CPU seconds to GPU seconds.
 """
 
 from __future__ import annotations
@@ -207,15 +209,78 @@ class PlanRow:
     status: str  # done | missing | stale | failed
     estimate_s: float
     error: str = ""
+    source: str = "records"  # records | benchmark (repro.bench_train) | constant
 
     @property
     def guessed(self) -> bool:
         """The estimate is the per-paper constant: no record of this paper to measure from."""
-        return self.estimate_s == DEFAULT_COST_S[self.cell.paper]
+        return self.source == "constant"
 
 
-def plan(profile: str, data_root: str | None = None, **filters) -> list[PlanRow]:
-    """The status of every cell of ``profile`` (filters as :func:`cells`) and its estimate."""
+def bench_case(cell: Cell, config: dict) -> str:
+    """The ``repro.bench_train`` case whose throughput a cell trains at."""
+    if cell.paper == "pouta":
+        return "pouta/vanilla" if config.get("model") == "vanilla" else "pouta"
+    if cell.paper == "puad":
+        return f"puad/{config['size']}"
+    return cell.paper
+
+
+def work(cell: Cell, config: dict, n_full: int) -> dict[str, float]:
+    """What a cell trains, from its config and its category's number of normal training images
+    ``n_full``: ``{"images": ...}`` (N2N: an upper bound, early stopping may end it sooner) or
+    ``{"steps": ...}`` (PUAD's student); ``{}`` where no benchmark case applies."""
+    if cell.paper == "pouta":
+        from .methods.pouta import category_config, step_budget
+
+        cfg = category_config(config, cell.category)
+        n = cfg["shots"] or n_full
+        steps = step_budget(cfg, n, n_full)[1] + \
+            step_budget(cfg, n, n_full, cfg["rec_warmup_epochs"])[1]
+        return {"images": steps * cfg["batch_size"]}
+    if cell.paper == "tsdn":
+        return {"images": config["epochs"] * n_full}
+    if cell.paper == "n2n":
+        return {"images": config["max_epochs"] * round(n_full * (1 - config["val_fraction"]))}
+    if cell.paper == "puad" and cell.experiment == "main":
+        return {"steps": config["steps"]}
+    return {}
+
+
+def bench_estimate_s(cell: Cell, config: dict, counts: tuple[int, int],
+                     bench: dict) -> float | None:
+    """Seconds from the measured throughput of ``bench`` (``repro.bench_train``): the cell's
+    work over its case's training rate, plus its test images at the case's test rate; None
+    where the file has no such case."""
+    case = bench["cases"].get(bench_case(cell, config))
+    todo = work(cell, config, counts[0])
+    if not case or not todo:
+        return None
+    if "images" in todo and case.get("train_images_per_s"):
+        train = todo["images"] / case["train_images_per_s"]
+    elif "steps" in todo and case.get("train_steps_per_s"):
+        train = todo["steps"] / case["train_steps_per_s"]
+    else:
+        return None
+    return train + counts[1] * case.get("test_s_per_image", 0.0)
+
+
+def teacher_estimate_s(config: dict, bench: dict) -> float:
+    """PUAD: the distillation of one teacher (once per PDN size, shared by every category)."""
+    from .methods.teacher import distil_steps
+
+    if config.get("teacher_weights"):
+        return 0.0
+    rate = bench["cases"].get(f"puad/{config['size']}", {}).get("distil_steps_per_s")
+    return distil_steps(config) / rate if rate else 0.0
+
+
+def plan(profile: str, data_root: str | None = None, bench: dict | None = None,
+         **filters) -> list[PlanRow]:
+    """The status of every cell of ``profile`` (filters as :func:`cells`) and its estimate:
+    from the records (:func:`estimate_s`), else for the ``paper`` profile from the measured
+    throughput ``bench`` (a ``repro.bench_train`` file: :func:`bench_estimate_s`, the first
+    PUAD cell of each size with its teacher's distillation), else the per-paper constant."""
     from .experiments import cell_identity, resolve_data_root, store_for
     from .profiles import get_profile
 
@@ -233,26 +298,51 @@ def plan(profile: str, data_root: str | None = None, **filters) -> list[PlanRow]
         elif status == "stale":  # which part of the identity changed
             reason = stale_reason(store.get(key), key, config, did)
             why = "a record of another cell" if reason == "other cell" else f"{reason} changed"
-        found.append((cell, key, status, why))
-    current = [store.get(key) for _, key, status, _ in found if status == "done"]
-    other = [r for _, key, status, _ in found if status != "done" and (r := store.get(key))]
-    return [PlanRow(cell, status, estimate_s(cell, current, other), why)
-            for cell, key, status, why in found]
+        found.append((cell, key, config, status, why))
+    current = [store.get(key) for _, key, _, status, _ in found if status == "done"]
+    other = [r for _, key, _, status, _ in found if status != "done" and (r := store.get(key))]
+    rows, teachers = [], set()
+    for cell, key, config, status, why in found:
+        seconds, source = estimate_s(cell, current, other), "records"
+        if seconds == DEFAULT_COST_S[cell.paper]:
+            source = "constant"
+            if bench and profile == "paper":
+                counts = _counts(root, cell.dataset, cell.category)
+                measured = bench_estimate_s(cell, config, counts, bench)
+                if measured is not None:
+                    seconds, source = measured, "benchmark"
+                    if cell.paper == "puad" and config["size"] not in teachers:
+                        teachers.add(config["size"])
+                        seconds += teacher_estimate_s(config, bench)
+        rows.append(PlanRow(cell, status, seconds, why, source))
+    return rows
 
 
-def format_plan(rows: Sequence[PlanRow], profile: str) -> str:
-    """One line per cell, then the counts and the estimated hours of what is left."""
+def _counts(root: Path, dataset: str, category: str) -> tuple[int, int]:
+    """(normal training images, test images) of a category under ``root``."""
+    train = [r for r in D.list_records(root, dataset, category, "train") if r.label == 0]
+    return len(train), len(D.list_records(root, dataset, category, "test"))
+
+
+def format_plan(rows: Sequence[PlanRow], profile: str, bench_note: str = "") -> str:
+    """One line per cell, then the counts and the estimated hours of what is left (``b``: from
+    the measured throughput, ``?``: a rough constant)."""
+    mark = {"records": " ", "benchmark": "b", "constant": "?"}
     lines = [f"{r.status:8} {r.cell.label():70} ~{r.estimate_s / 60:6.1f} min"
-             f"{'?' if r.guessed else ' '}{'  ' + r.error if r.error else ''}" for r in rows]
+             f"{mark[r.source]}{'  ' + r.error if r.error else ''}" for r in rows]
     counts = {s: sum(r.status == s for r in rows) for s in ("done", "missing", "stale", "failed")}
     left = sum(r.estimate_s for r in rows if r.status != "done")
     per_paper = {}
     for r in rows:
         if r.status != "done":
             per_paper[r.cell.paper] = per_paper.get(r.cell.paper, 0.0) + r.estimate_s
+    where = "on the device of the records"
+    if any(r.source == "benchmark" and r.status != "done" for r in rows):
+        where += f" or of the throughput measured in {bench_note}" if bench_note else \
+            " or of the measured throughput"
     lines.append(f"profile {profile}: {len(rows)} cells, " +
                  ", ".join(f"{n} {s}" for s, n in counts.items()) +
-                 f"; left: about {left / 3600:.1f} h on the device of the records" +
+                 f"; left: about {left / 3600:.1f} h {where}" +
                  (" (" + ", ".join(f"{p} {s / 3600:.1f} h" for p, s in per_paper.items()) + ")"
                   if per_paper else ""))
     guessed = sum(r.guessed and r.status != "done" for r in rows)

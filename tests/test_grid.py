@@ -129,3 +129,66 @@ def test_one_training_image_cannot_give_a_validation_split(tmp_path):
     with pytest.raises(DatasetError, match="1 training image.*leaves none to train on"):
         holdout_split(one, 0.2, seed=0)
     assert [len(p) for p in holdout_split(one * 2, 0.2, seed=0)] == [1, 1]
+
+
+def test_paper_work_by_hand():
+    """The work of a paper-profile cell from the printed budgets: POUTA 600 epochs x ceil(264/8)
+    steps x batch 8 on MVTec grid's 264 images; TSDN 200 epochs x n; N2N at most 500 epochs x
+    the 80 % training split; PUAD 70,000 student steps."""
+    from repro.experiments import cell_identity
+
+    def cfg(paper, variant="", experiment="main", dataset="mvtec_ad", category="grid"):
+        cell = grid.Cell(paper, experiment, dataset, category, variant, 0, ())
+        return cell, cell_identity(paper, experiment, dataset, category, variant=variant,
+                                   profile="paper", data_root="/x")[1]
+
+    assert grid.work(*cfg("pouta"), 264) == {"images": 600 * 33 * 8}
+    assert grid.work(*cfg("pouta", "shots=2"), 264) == {"images": 600 * 33 * 8}
+    assert grid.work(*cfg("tsdn"), 264) == {"images": 200 * 264}
+    assert grid.work(*cfg("n2n", dataset="mpdd", category="metal_plate"), 54) == \
+        {"images": 500 * 43}
+    assert grid.work(*cfg("puad", dataset="mvtec_loco", category="juice_bottle"), 335) == \
+        {"steps": 70000}
+    assert grid.bench_case(*cfg("pouta", "model=vanilla")) == "pouta/vanilla"
+    assert grid.bench_case(*cfg("puad", "size=M", dataset="mvtec_loco",
+                                category="juice_bottle")) == "puad/M"
+
+
+def test_paper_plan_estimates_from_the_measured_throughput(synthetic_root, scratch_store):
+    bench = {"device": "cuda: made up", "cases": {
+        "pouta": {"train_images_per_s": 80.0, "test_s_per_image": 0.5},
+        "puad/S": {"train_steps_per_s": 10.0, "distil_steps_per_s": 20.0,
+                   "test_s_per_image": 0.1}}}
+    rows = {(r.cell.paper, r.cell.experiment, r.cell.dataset, r.cell.category, r.cell.variant): r
+            for r in grid.plan("paper", str(synthetic_root), bench=bench)}
+    n_train, n_test = grid._counts(synthetic_root, "mvtec_ad", "grid")
+    assert n_train == 8  # synthetic grid: one step of 8 an epoch
+    pouta = rows[("pouta", "main", "mvtec_ad", "grid", "default")]
+    assert pouta.source == "benchmark"
+    assert pouta.estimate_s == pytest.approx(600 * 8 / 80.0 + n_test * 0.5)
+    # PUAD size S: 70,000 student steps, and the teacher's 60,000 distillation steps (one
+    # teacher per size, carried by the first cell of that size)
+    _, loco_test = grid._counts(synthetic_root, "mvtec_loco", "juice_bottle")
+    puad = rows[("puad", "main", "mvtec_loco", "juice_bottle", "default")]
+    assert puad.estimate_s == pytest.approx(70000 / 10.0 + loco_test * 0.1 + 60000 / 20.0)
+    assert rows[("puad", "main", "mvtec_loco", "juice_bottle", "size=M")].source == "constant"
+    assert rows[("tsdn", "main", "mvtec_ad", "grid", "default")].source == "constant"
+    text = grid.format_plan(list(rows.values()), "paper", "train_cuda.json (cuda: made up)")
+    assert "or of the throughput measured in train_cuda.json (cuda: made up)" in text
+    line = next(t for t in text.splitlines() if "pouta/main mvtec_ad/grid default" in t)
+    assert line.rstrip().endswith("min" + "b")
+
+
+def test_bench_train_reads_throughput_from_a_record():
+    from repro.bench_train import measure, tag
+
+    rec = {"extra": {"train_images_per_s": 12.5, "n_test": 10, "encoder": "lite0 (stand-in)"},
+           "timings": {"test_s": 2.0}}
+    assert measure(rec) == {"test_s_per_image": 0.2, "train_images_per_s": 12.5,
+                            "encoder": "lite0 (stand-in)"}
+    puad = {"extra": {"train_steps_per_s": 3.0, "n_test": 4, "teacher": {
+        "source": "distilled", "cached": False, "steps": 10, "backbone": "efficientnet_lite0"}},
+        "timings": {"test_s": 1.0, "teacher_s": 5.0}}
+    assert measure(puad) == {"test_s_per_image": 0.25, "train_steps_per_s": 3.0,
+                             "distil_steps_per_s": 2.0, "teacher": "efficientnet_lite0"}
+    assert tag("cuda: NVIDIA H200", 16) == "cuda" and tag("cpu (2 threads)", 2) == "cpu-2threads"

@@ -131,7 +131,7 @@ def test_one_training_image_cannot_give_a_validation_split(tmp_path):
     assert [len(p) for p in holdout_split(one * 2, 0.2, seed=0)] == [1, 1]
 
 
-def test_paper_work_by_hand():
+def test_paper_work_by_hand(synthetic_root):
     """The work of a paper-profile cell from the printed budgets: POUTA 600 epochs x ceil(264/8)
     steps x batch 8 on MVTec grid's 264 images; TSDN 200 epochs x n; N2N at most 500 epochs x
     the 80 % training split; PUAD 70,000 student steps."""
@@ -140,7 +140,7 @@ def test_paper_work_by_hand():
     def cfg(paper, variant="", experiment="main", dataset="mvtec_ad", category="grid"):
         cell = grid.Cell(paper, experiment, dataset, category, variant, 0, ())
         return cell, cell_identity(paper, experiment, dataset, category, variant=variant,
-                                   profile="paper", data_root="/x")[1]
+                                   profile="paper", data_root=str(synthetic_root))[1]
 
     assert grid.work(*cfg("pouta"), 264) == {"images": 600 * 33 * 8}
     assert grid.work(*cfg("pouta", "shots=2"), 264) == {"images": 600 * 33 * 8}

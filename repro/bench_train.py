@@ -94,10 +94,16 @@ def tag(device_text: str, threads: int) -> str:
 
 
 def save(result: dict, folder: Path | None = None) -> Path:
+    """Write the file of the device; cases measured before on the same device and not remeasured
+    are kept (each case carries the commit and note it was measured with)."""
     folder = folder or results_dir() / "benchmarks"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"train_{tag(result['device'], result['threads'])}.json"
-    path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    stamp = {"commit": result["versions"].get("repro_commit", "?"), "note": result.get("note", "")}
+    cases = {name: {**case, **stamp} for name, case in result["cases"].items()}
+    if path.is_file():
+        cases = {**json.loads(path.read_text()).get("cases", {}), **cases}
+    path.write_text(json.dumps({**result, "cases": cases}, indent=1, sort_keys=True) + "\n")
     return path
 
 

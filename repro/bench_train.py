@@ -121,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", default="", help="kept in the file, e.g. what else ran meanwhile")
     args = ap.parse_args(argv)
     cases = CASES if not args.only else {k: CASES[k] for k in args.only.split(",")}
-    result = bench(args.device, cases)
-    if args.note:
-        result["note"] = args.note
-    path = save(result)
-    print(f"wrote {path}")
+    for name, case in cases.items():  # saved one by one: an interrupted bench keeps what it has
+        result = bench(args.device, {name: case})
+        if args.note:
+            result["note"] = args.note
+        print(f"wrote {save(result)}", flush=True)
     return 0
 
 

@@ -94,10 +94,16 @@ def tag(device_text: str, threads: int) -> str:
 
 
 def save(result: dict, folder: Path | None = None) -> Path:
+    """Write the file of the device; cases measured before on the same device and not remeasured
+    are kept (each case carries the commit and note it was measured with)."""
     folder = folder or results_dir() / "benchmarks"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"train_{tag(result['device'], result['threads'])}.json"
-    path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    stamp = {"commit": result["versions"].get("repro_commit", "?"), "note": result.get("note", "")}
+    cases = {name: {**case, **stamp} for name, case in result["cases"].items()}
+    if path.is_file():
+        cases = {**json.loads(path.read_text()).get("cases", {}), **cases}
+    path.write_text(json.dumps({**result, "cases": cases}, indent=1, sort_keys=True) + "\n")
     return path
 
 
@@ -115,11 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--note", default="", help="kept in the file, e.g. what else ran meanwhile")
     args = ap.parse_args(argv)
     cases = CASES if not args.only else {k: CASES[k] for k in args.only.split(",")}
-    result = bench(args.device, cases)
-    if args.note:
-        result["note"] = args.note
-    path = save(result)
-    print(f"wrote {path}")
+    for name, case in cases.items():  # saved one by one: an interrupted bench keeps what it has
+        result = bench(args.device, {name: case})
+        if args.note:
+            result["note"] = args.note
+        print(f"wrote {save(result)}", flush=True)
     return 0
 
 

@@ -192,3 +192,18 @@ def test_bench_train_reads_throughput_from_a_record():
     assert measure(puad) == {"test_s_per_image": 0.25, "train_steps_per_s": 3.0,
                              "distil_steps_per_s": 2.0, "teacher": "efficientnet_lite0"}
     assert tag("cuda: NVIDIA H200", 16) == "cuda" and tag("cpu (2 threads)", 2) == "cpu-2threads"
+
+
+def test_bench_train_keeps_the_cases_it_did_not_remeasure(tmp_path):
+    from repro import bench_train
+
+    first = {"device": "cpu (2 threads)", "threads": 2, "versions": {"repro_commit": "aaa"},
+             "cases": {"pouta": {"train_images_per_s": 1.0}}}
+    second = {"device": "cpu (2 threads)", "threads": 2, "versions": {"repro_commit": "bbb"},
+              "note": "later", "cases": {"tsdn": {"train_images_per_s": 2.0}}}
+    bench_train.save(first, tmp_path)
+    path = bench_train.save(second, tmp_path)
+    cases = bench_train.load("cpu", tmp_path)[0]["cases"]
+    assert path.name == "train_cpu-2threads.json"
+    assert cases == {"pouta": {"train_images_per_s": 1.0, "commit": "aaa", "note": ""},
+                     "tsdn": {"train_images_per_s": 2.0, "commit": "bbb", "note": "later"}}

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from .env import resolve_device, results_dir, versions
-from .runs import device_label
+from .runs import atomic_write_text, device_label
 
 # paper -> (experiment, dataset, category, variant of a short run at the paper's settings)
 CASES = {
@@ -103,7 +103,7 @@ def save(result: dict, folder: Path | None = None) -> Path:
     cases = {name: {**case, **stamp} for name, case in result["cases"].items()}
     if path.is_file():
         cases = {**json.loads(path.read_text()).get("cases", {}), **cases}
-    path.write_text(json.dumps({**result, "cases": cases}, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(path, json.dumps({**result, "cases": cases}, indent=1, sort_keys=True) + "\n")
     return path
 
 

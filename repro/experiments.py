@@ -18,6 +18,7 @@ from .data import DatasetError, check_category, describe
 from .data.synthetic import ensure_synthetic
 from .env import cache_dir, resolve_device, resolve_path, results_dir, seed_everything
 from .profiles import Profile, get_profile, paper_config
+from .provenance import code_version, data_fingerprint
 from .runs import RunContext, RunKey, RunStore
 from .weights import resolve_auto
 
@@ -168,12 +169,24 @@ def _data_value(data_root: str | os.PathLike | None, profile: Profile) -> str | 
     return None if value in (None, "", "synthetic") else str(value)
 
 
-def data_id(data_root: str | os.PathLike | None, profile: Profile) -> str:
-    """What identifies the data of a run without reading it: the synthetic fingerprint, or
-    ``real`` (real datasets are identified by name; their path differs between machines)."""
-    if _data_value(data_root, profile) is None:
-        return f"synthetic-{profile.synthetic.fingerprint()}"
-    return "real"
+def data_id(data_root: str | os.PathLike | None, profile: Profile, paper: str = "",
+            dataset: str = "", category: str = "") -> str:
+    """What identifies a cell's inputs beyond its config (``repro.provenance``): the data
+    fingerprint, then (given a paper) the code version, e.g. ``real-1a2b3c4d5e6f
+    code-9f8e7d6c5b4a``. The data part is the synthetic generator's fingerprint (the
+    profile's, or that of a generated folder passed as ``DATA_ROOT``), or for real data a
+    hash of the category's file listing (relative paths and sizes), never the folder's path."""
+    value = _data_value(data_root, profile)
+    if value is None:
+        data = f"synthetic-{profile.synthetic.fingerprint()}"
+    else:
+        root = resolve_path(value)
+        if not root.is_dir():
+            raise DatasetError(f"DATA_ROOT not found: {root}. Expected a folder with one "
+                               "subfolder per dataset (mvtec_ad, mpdd, visa, mvtec_loco, dagm, "
+                               "dtd); see README.")
+        data = data_fingerprint(root, dataset, category, paper)
+    return f"{data} code-{code_version(paper)}" if paper else data
 
 
 def resolve_data_root(data_root: str | os.PathLike | None, profile: Profile) -> Path:
@@ -211,7 +224,7 @@ def cell_identity(paper: str, experiment: str, dataset: str, category: str, *,
         own = config["category_overrides"].get(category)
         config["category_overrides"] = {category: own} if own else {}
     key = RunKey(paper, experiment, dataset, category, variant or "default", seed, profile)
-    return key, config, data_id(data_root, prof)
+    return key, config, data_id(data_root, prof, paper, dataset, category)
 
 
 def preflight(store: RunStore, root: Path, dataset: str, category: str) -> None:

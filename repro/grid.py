@@ -27,7 +27,7 @@ from pathlib import Path
 from statistics import median
 
 from . import data as D
-from .runs import RunKey
+from .runs import RunKey, stale_reason
 from .tables import paper_table
 
 PAPERS = ("baseline", "n2n", "tsdn", "pouta", "puad")
@@ -175,9 +175,9 @@ def _family(variant: str) -> str:
 def estimate_s(cell: Cell, current: Sequence[dict], other: Sequence[dict] = ()) -> float:
     """Seconds one run of ``cell`` takes: the ``total_s`` of its own current record, else the
     median over the current records of the same paper, experiment and variant (support draws
-    pooled), else over the paper's current records, else its own older record (``other``: the
-    same cell at another config costs about the same unless the budget changed), else the
-    constant of :data:`DEFAULT_COST_S`."""
+    pooled), else over the paper's current records, else the same from the older records
+    (``other``: a cell at another config, data or code costs about the same unless the budget
+    changed), else the constant of :data:`DEFAULT_COST_S`."""
     k = cell.key("")
     fields = ("paper", "experiment", "dataset", "category", "variant", "seed")
 
@@ -195,7 +195,8 @@ def estimate_s(cell: Cell, current: Sequence[dict], other: Sequence[dict] = ()) 
     def paper(rk):
         return rk["paper"] == k.paper and rk["experiment"] == k.experiment
 
-    for recs, same in ((current, own), (current, family), (current, paper), (other, own)):
+    for recs, same in ((current, own), (current, family), (current, paper), (other, own),
+                       (other, family), (other, paper)):
         values = seconds(recs, same)
         if values:
             return float(median(values))
@@ -290,11 +291,18 @@ def plan(profile: str, data_root: str | None = None, bench: dict | None = None,
         key, config, did = cell_identity(cell.paper, cell.experiment, cell.dataset,
                                          cell.category, variant=cell.variant, seed=cell.seed,
                                          profile=profile, data_root=data_root)
-        found.append((cell, key, config, store.status(key, config, did)))
-    current = [store.get(key) for _, key, _, status in found if status == "done"]
-    other = [r for _, key, _, status in found if status != "done" and (r := store.get(key))]
+        status = store.status(key, config, did)
+        why = ""
+        if status == "failed":
+            why = (store.failure(key) or {}).get("error", "")
+        elif status == "stale":  # which part of the identity changed
+            reason = stale_reason(store.get(key), key, config, did)
+            why = "a record of another cell" if reason == "other cell" else f"{reason} changed"
+        found.append((cell, key, config, status, why))
+    current = [store.get(key) for _, key, _, status, _ in found if status == "done"]
+    other = [r for _, key, _, status, _ in found if status != "done" and (r := store.get(key))]
     rows, teachers = [], set()
-    for cell, key, config, status in found:
+    for cell, key, config, status, why in found:
         seconds, source = estimate_s(cell, current, other), "records"
         if seconds == DEFAULT_COST_S[cell.paper]:
             source = "constant"
@@ -306,8 +314,7 @@ def plan(profile: str, data_root: str | None = None, bench: dict | None = None,
                     if cell.paper == "puad" and config["size"] not in teachers:
                         teachers.add(config["size"])
                         seconds += teacher_estimate_s(config, bench)
-        error = (store.failure(key) or {}).get("error", "") if status == "failed" else ""
-        rows.append(PlanRow(cell, status, seconds, error, source))
+        rows.append(PlanRow(cell, status, seconds, why, source))
     return rows
 
 

@@ -349,7 +349,10 @@ class RunStore:
         existing = self.get(key)
         if matches(existing, key, config_hash(config, data_id)):
             return existing
-        why = "was computed with another config or data" if existing else "does not exist"
+        why = "does not exist"
+        if existing:
+            why = (f"was computed with another config, data or code "
+                   f"({stale_reason(existing, key, config, data_id)} changed)")
         raise RunMissingError(
             f"run record {self.path(key)} {why}; the committed results are stale. "
             f"Run `make reproduce PROFILE={key.profile}` and commit results/.")
@@ -426,6 +429,25 @@ def matches(record: dict | None, key: RunKey, chash: str) -> bool:
     another cell's file name keeps its own key and is not that cell's record."""
     return record is not None and record.get("config_hash") == chash and \
         record.get("key") == asdict(key)
+
+
+def stale_reason(record: dict, key: RunKey, config: dict, data_id: str) -> str:
+    """Why ``record`` is not the record of ``key`` at ``config`` and ``data_id``: ``other cell``
+    (its key differs: copied from another cell's file), ``data``, ``code`` and/or ``config``
+    (joined with ``+``), or ``""`` when it matches."""
+    if record.get("key") != asdict(key):
+        return "other cell"
+    if matches(record, key, config_hash(config, data_id)):
+        return ""
+    old, new = record.get("data_id", "").split(), data_id.split()
+    old_data = next((t for t in old if not t.startswith("code-")), "")
+    new_data = next((t for t in new if not t.startswith("code-")), "")
+    old_code = next((t for t in old if t.startswith("code-")), "")
+    new_code = next((t for t in new if t.startswith("code-")), "")
+    why = [w for w, differs in (("data", old_data != new_data), ("code", old_code != new_code),
+                                ("config", config_hash(record.get("config", {})) !=
+                                 config_hash(config))) if differs]
+    return "+".join(why) or "config"
 
 
 def device_label(device: torch.device) -> str:

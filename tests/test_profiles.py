@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from repro.data import DatasetError
 from repro import profiles
 from repro.experiments import data_id, get_experiment, variant_overrides
 
@@ -35,8 +36,10 @@ def test_variants_parse_typed_values_and_reject_unknown_keys():
         variant_overrides(exp, "epochs=3", config)
 
 
-def test_data_id_names_the_synthetic_generator_or_real_data():
+def test_data_id_names_the_synthetic_generator_or_real_data(tmp_path):
     smoke = profiles.get_profile("smoke")
     assert data_id("", smoke) == f"synthetic-{smoke.synthetic.fingerprint()}"
-    assert data_id("/data", smoke) == "real"
-    assert data_id("", profiles.get_profile("real_subset")) == "real"
+    (tmp_path / "mvtec_ad" / "grid").mkdir(parents=True)
+    assert data_id(tmp_path, smoke, "baseline", "mvtec_ad", "grid").startswith("real-")
+    with pytest.raises(DatasetError, match="DATA_ROOT not found"):
+        data_id(tmp_path / "absent", smoke)

@@ -63,8 +63,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="'local': run the job array as local processes (no Slurm)")
     co.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     co.add_argument("--retries", type=int, default=1, help="attempts after a failure")
-    co.add_argument("--keep-stale", action="store_true",
-                    help="leave cells whose record has another config alone")
+    stale = co.add_mutually_exclusive_group()
+    stale.add_argument("--recompute-stale", dest="keep_stale", action="store_false",
+                       help="recompute cells whose record has another config, data or code "
+                       "version (the default)")
+    stale.add_argument("--keep-stale", dest="keep_stale", action="store_true",
+                       help="leave cells whose record has another config, data or code "
+                       "version alone")
 
     sub.add_parser("readme", help="rewrite results/README.md from results/*/tables/")
 

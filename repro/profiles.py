@@ -108,6 +108,9 @@ PAPER_CONFIG: dict[str, dict] = {
         "distil_weight_decay": 1e-5,  # printed
         "distil_gray_p": 0.1,  # public: RandomGrayscale(0.1) on both views
         "distil_stats_images": 10000,  # public: feature mean/std over 10,000 images
+        "distil_seed": 0,  # ours: the teacher is distilled once, with this seed, and shared by
+        #                  every student seed (the paper distils once on ImageNet and publishes
+        #                  it); None: the run's seed (a teacher per seed)
         "distil_patch": 3,  # ours (after nelson1425): 3x3 local aggregation; PUAD code: 1;
         #                    aggregation order ours (repro.methods.teacher)
         "distil_images": "natural",  # printed: distilled once on ImageNet (imagenet_dir, else

@@ -360,6 +360,22 @@ def test_teacher_is_distilled_on_natural_images_only(tmp_path, monkeypatch):
                          torch.device("cpu"), 0)
 
 
+def test_every_student_seed_shares_one_teacher(tmp_path, monkeypatch):
+    from repro.methods import puad
+    from repro.profiles import paper_config
+
+    seeds = []
+    monkeypatch.setattr(puad, "distil", lambda cfg, paths, source, device, seed, *a:
+                        seeds.append(seed))
+    cfg = paper_config("puad", "smoke")
+    for seed in (0, 1, 2):
+        puad.teacher_for(cfg, [], [tmp_path / "dtd.jpg"], "DTD", torch.device("cpu"), seed)
+    assert seeds == [0, 0, 0]  # distil_seed 0: one teacher for every student seed
+    puad.teacher_for(cfg | {"distil_seed": None}, [], [tmp_path / "dtd.jpg"], "DTD",
+                     torch.device("cpu"), 2)
+    assert seeds[-1] == 2  # None: the run's own seed
+
+
 @pytest.fixture(scope="module")
 def two_loco_root(tmp_path_factory):
     from repro.data.synthetic import SyntheticSpec, write_all

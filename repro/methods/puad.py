@@ -270,6 +270,7 @@ def teacher_for(cfg: dict, train_paths: list[Path], naturals: list[Path],
     if cfg["distil_images"] == "natural+train" and not cfg["imagenet_dir"]:
         paths = [*naturals, *train_paths]
         source = f"{natural_source} + train/good ({len(train_paths)} images)"
+    seed = seed if cfg["distil_seed"] is None else cfg["distil_seed"]
     return distil(cfg, paths, source, device, seed, cfg["workers"])
 
 

@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("--bench-device", default="auto",
                     help="paper profile: estimate cells without records from the throughput "
                     "measured by `python -m repro.bench_train` on this kind of device (cuda, "
-                    "cpu; auto: cuda if measured, else cpu)")
+                    "cuda-converted: the CPU figures converted by latency ratios, cpu; auto: "
+                    "the first of these that exists)")
     co.add_argument("--executor", default="local",
                     help="local (one cell after another), ray or slurm")
     co.add_argument("--gpus-per-cell", type=float, default=None,
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     stale.add_argument("--keep-stale", dest="keep_stale", action="store_true",
                        help="leave cells whose record has another config, data or code "
                        "version alone")
+    co.set_defaults(keep_stale=False)
 
     sub.add_parser("readme", help="rewrite results/README.md from results/*/tables/")
 
@@ -96,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
             from . import bench_train
             from .grid import format_plan, plan
 
-            kinds = ("cuda", "cpu") if args.bench_device == "auto" else (args.bench_device,)
+            kinds = ("cuda", "cuda-converted", "cpu") if args.bench_device == "auto" \
+                else (args.bench_device,)
             found = next((b for k in kinds if (b := bench_train.load(k))), None)
             bench, note = (found[0], f"{found[1].name} ({found[0]['device']})") if found \
                 else (None, "")

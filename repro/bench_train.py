@@ -108,10 +108,61 @@ def save(result: dict, folder: Path | None = None) -> Path:
 
 
 def load(kind: str = "cuda", folder: Path | None = None) -> tuple[dict, Path] | None:
-    """The throughput file of a device kind (``cuda`` or ``cpu``), or None."""
+    """The throughput file of a device kind (``cuda``, ``cuda-converted`` or ``cpu``), or None;
+    ``cuda`` is a measured GPU file only."""
     folder = folder or results_dir() / "benchmarks"
-    files = sorted(folder.glob(f"train_{kind}*.json"))
+    files = sorted(f for f in folder.glob(f"train_{kind}*.json")
+                   if kind == "cuda-converted" or "converted" not in f.name)
     return (json.loads(files[-1].read_text()), files[-1]) if files else None
+
+
+# bench_train case -> (latency file stem, path to the batch-1 latency in ms in that file)
+LATENCY_OF = {
+    "pouta": ("pouta_cost", ("models", "pouta", "latency_ms")),
+    "pouta/vanilla": ("pouta_cost", ("models", "vanilla", "latency_ms")),
+    "puad/S": ("puad_latency", ("sizes", "S", "efficientad")),
+    "puad/M": ("puad_latency", ("sizes", "M", "efficientad")),
+}
+RATES = ("train_images_per_s", "train_steps_per_s", "distil_steps_per_s")
+
+
+def _latency(folder: Path, stem: str, tag_: str, path: tuple) -> tuple[float, str] | None:
+    file = folder / f"{stem}_{tag_}.json"
+    if not file.is_file():
+        return None
+    value = json.loads(file.read_text())
+    for part in path:
+        value = value[part]
+    return float(value), json.loads(file.read_text())["device"]
+
+
+def convert(cpu: dict, folder: Path | None = None) -> dict:
+    """A rough GPU throughput file made from a measured CPU one (no GPU measurement exists):
+    each case's rates times the ratio of its network's batch-1 inference latency on the CPU
+    of the same thread count to that on the GPU, from the committed latency files (POUTA's
+    cost table, PUAD's latency table). N2N and TSDN have no GPU latency file and borrow the
+    geometric mean of the others' ratios. Batch 1 leaves a GPU mostly idle while a CPU is busy
+    at any batch, so the ratios understate a GPU's training speed-up at batch 8-16: an estimate
+    from this file is an upper bound on GPU time. ``plan --bench-device cuda-converted``."""
+    folder = folder or results_dir() / "benchmarks"
+    cpu_tag, ratios, gpu = tag(cpu["device"], cpu["threads"]), {}, set()
+    for case, (stem, path) in LATENCY_OF.items():
+        on_cpu, on_gpu = _latency(folder, stem, cpu_tag, path), _latency(folder, stem, "cuda", path)
+        if on_cpu and on_gpu:
+            ratios[case] = (on_cpu[0] / on_gpu[0], f"{stem}: {on_cpu[0]:.1f} / {on_gpu[0]:.2f} ms")
+            gpu.add(on_gpu[1])
+    if not ratios:
+        raise ValueError(f"no pair of latency files ({cpu_tag} and cuda) under {folder}")
+    mean = float(torch.tensor([r for r, _ in ratios.values()]).log().mean().exp())
+    cases = {}
+    for name, case in cpu["cases"].items():
+        ratio, why = ratios.get(name, (mean, "geometric mean of the measured ratios"))
+        out = {k: v * ratio if k in RATES else v for k, v in case.items()}
+        if "test_s_per_image" in case:
+            out["test_s_per_image"] = case["test_s_per_image"] / ratio
+        cases[name] = {**out, "ratio": ratio, "ratio_from": why}
+    return {**cpu, "device": f"{' / '.join(sorted(gpu))} (converted from {cpu['device']})",
+            "converted_from": cpu["device"], "cases": cases}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +170,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--only", default=None, help="comma-separated cases, e.g. pouta,puad/S")
     ap.add_argument("--note", default="", help="kept in the file, e.g. what else ran meanwhile")
+    ap.add_argument("--convert-from", default=None, metavar="FILE",
+                    help="write train_cuda-converted.json from this measured CPU file and the "
+                    "latency files (a rough GPU estimate where no GPU was measured)")
     args = ap.parse_args(argv)
+    if args.convert_from:
+        out = convert(json.loads(Path(args.convert_from).read_text()))
+        path = results_dir() / "benchmarks" / "train_cuda-converted.json"
+        atomic_write_text(path, json.dumps(out, indent=1, sort_keys=True) + "\n")
+        for name, case in out["cases"].items():
+            print(f"{name}: x{case['ratio']:.0f} ({case['ratio_from']})")
+        print(f"wrote {path}")
+        return 0
     cases = CASES if not args.only else {k: CASES[k] for k in args.only.split(",")}
     for name, case in cases.items():  # saved one by one: an interrupted bench keeps what it has
         result = bench(args.device, {name: case})

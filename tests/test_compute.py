@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from repro import grid
 from repro.__main__ import main
 from repro.compute import compute, headline
@@ -127,3 +129,14 @@ def test_cuda_without_a_gpu_is_one_error_before_any_cell(synthetic_root, scratch
                  "--paper", "baseline", "--device", "cuda"]) == 2
     assert "torch sees no CUDA device" in capsys.readouterr().err
     assert not (scratch_store / "results" / "smoke" / "runs").exists()
+
+
+@pytest.mark.parametrize("flags,recompute", [([], True), (["--recompute-stale"], True),
+                                             (["--keep-stale"], False)])
+def test_compute_recomputes_stale_cells_unless_told_not_to(flags, recompute, monkeypatch):
+    import repro.compute
+
+    seen = {}
+    monkeypatch.setattr(repro.compute, "compute", lambda *a, **kw: seen.update(kw) or [])
+    assert main(["compute", "--profile", "smoke", *flags]) == 0
+    assert seen["recompute_stale"] is recompute

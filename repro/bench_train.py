@@ -130,10 +130,12 @@ def _latency(folder: Path, stem: str, tag_: str, path: tuple) -> tuple[float, st
     file = folder / f"{stem}_{tag_}.json"
     if not file.is_file():
         return None
-    value = json.loads(file.read_text())
+    content = value = json.loads(file.read_text())
     for part in path:
+        if part not in value:
+            return None
         value = value[part]
-    return float(value), json.loads(file.read_text())["device"]
+    return float(value), content["device"]
 
 
 def convert(cpu: dict, folder: Path | None = None) -> dict:

@@ -162,7 +162,8 @@ _EXECUTORS = {"local": _local, "ray": _ray, "slurm": _slurm}
 
 def compute(profile: str, data_root: str | None = None, *, executor: str = "local",
             device: str = "auto", retries: int = 1, recompute_stale: bool = True,
-            gpus_per_cell: float = 0.0, cpus_per_cell: int | None = None, partition: str | None = None,
+            gpus_per_cell: float = 0.0, cpus_per_cell: int | None = None,
+            partition: str | None = None,
             mem: str | None = None, time_limit_min: int | None = None,
             slurm_cluster: str | None = None, ray_num_cpus: int | None = None,
             echo: Callable[[str], None] = print, **filters) -> list[Outcome]:

@@ -302,7 +302,7 @@ def plan(profile: str, data_root: str | None = None, bench: dict | None = None,
     current = [store.get(key) for _, key, _, status, _ in found if status == "done"]
     other = [r for _, key, _, status, _ in found if status != "done" and (r := store.get(key))]
     rows, teachers = [], set()
-    for cell, key, config, status, why in found:
+    for cell, _key, config, status, why in found:
         seconds, source = estimate_s(cell, current, other), "records"
         if seconds == DEFAULT_COST_S[cell.paper]:
             source = "constant"

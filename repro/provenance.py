@@ -22,7 +22,7 @@ import ast
 import hashlib
 import json
 import os
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -93,7 +93,7 @@ def code_modules(paper: str) -> list[str]:
     return sorted(seen)
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_version(paper: str) -> str:
     """12 hex digits over the normalised syntax trees of :func:`code_modules`."""
     h = hashlib.sha256()

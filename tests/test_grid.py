@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from repro import grid
@@ -207,3 +209,35 @@ def test_bench_train_keeps_the_cases_it_did_not_remeasure(tmp_path):
     assert path.name == "train_cpu-2threads.json"
     assert cases == {"pouta": {"train_images_per_s": 1.0, "commit": "aaa", "note": ""},
                      "tsdn": {"train_images_per_s": 2.0, "commit": "bbb", "note": "later"}}
+
+
+def test_a_converted_gpu_file_scales_by_the_latency_ratio(tmp_path):
+    """Hand case: POUTA 300 ms on the CPU and 3 ms on the GPU (x100), vanilla 100 / 2 ms (x50),
+    PUAD-S 200 / 4 ms (x50); N2N has no latency file and takes their geometric mean, 63.0."""
+    from repro import bench_train
+
+    def write(name, device, value):
+        (tmp_path / name).write_text(json.dumps({"device": device, **value}))
+
+    write("pouta_cost_cpu-2threads.json", "cpu (2 threads)",
+          {"models": {"pouta": {"latency_ms": 300.0}, "vanilla": {"latency_ms": 100.0}}})
+    write("pouta_cost_cuda.json", "cuda: X", {"models": {"pouta": {"latency_ms": 3.0},
+                                                          "vanilla": {"latency_ms": 2.0}}})
+    write("puad_latency_cpu-2threads.json", "cpu (2 threads)",
+          {"sizes": {"S": {"efficientad": 200.0}}})
+    write("puad_latency_cuda.json", "cuda: X", {"sizes": {"S": {"efficientad": 4.0}}})
+    cpu = {"device": "cpu (2 threads)", "threads": 2, "cases": {
+        "pouta": {"train_images_per_s": 0.1, "test_s_per_image": 2.0},
+        "puad/S": {"train_steps_per_s": 0.4, "distil_steps_per_s": 0.02},
+        "n2n": {"train_images_per_s": 1.0}}}
+    out = bench_train.convert(cpu, tmp_path)
+    assert out["cases"]["pouta"]["train_images_per_s"] == pytest.approx(10.0)
+    assert out["cases"]["pouta"]["test_s_per_image"] == pytest.approx(0.02)
+    assert out["cases"]["puad/S"]["distil_steps_per_s"] == pytest.approx(1.0)
+    mean = (100 * 50 * 50) ** (1 / 3)  # vanilla's ratio counts although no case uses it
+    assert out["cases"]["n2n"]["train_images_per_s"] == pytest.approx(mean, rel=1e-5)
+    assert "converted from cpu (2 threads)" in out["device"]
+    # a measured GPU file is preferred; "cuda" never returns a converted one
+    (tmp_path / "train_cuda-converted.json").write_text(json.dumps(out))
+    assert bench_train.load("cuda", tmp_path) is None
+    assert bench_train.load("cuda-converted", tmp_path)[1].name == "train_cuda-converted.json"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from repro.data import DatasetError
 from repro import profiles
+from repro.data import DatasetError
 from repro.experiments import data_id, get_experiment, variant_overrides
 
 

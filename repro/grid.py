@@ -231,7 +231,8 @@ def work(cell: Cell, config: dict, n_full: int) -> dict[str, float]:
     ``n_full``: ``{"images": ...}`` (N2N: an upper bound, early stopping may end it sooner) or
     ``{"steps": ...}`` (PUAD's student); ``{}`` where no benchmark case applies."""
     if cell.paper == "pouta":
-        from .methods.pouta import category_config, step_budget
+        from .methods.common import category_config
+        from .methods.pouta import step_budget
 
         cfg = category_config(config, cell.category)
         n = cfg["shots"] or n_full

@@ -37,6 +37,7 @@ from ..kernels.synthesis import FOREGROUND, SynthesisConfig, foreground_mask, sy
 from ..networks import inference_cost
 from ..networks.pouta import build
 from ..runs import RunContext
+from .common import category_config
 
 
 def focal_loss(probs: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -138,16 +139,6 @@ def support_seed(seed: int, draw: int) -> int:
     """The seed of ``select_support`` for a draw: the run's seed for draw 0 (the lists committed
     before there were draws), ``seed + 1000 * draw`` for the others."""
     return seed + 1000 * draw
-
-
-def category_config(config: dict, category: str) -> dict:
-    """The run's config with its category's entry of ``category_overrides`` applied (a profile's
-    per-category setting); unknown keys are an error, not ignored."""
-    over = config["category_overrides"].get(category, {})
-    unknown = set(over) - set(config) | ({"category_overrides"} & set(over))
-    if unknown:
-        raise ValueError(f"category_overrides[{category!r}] sets unknown keys {sorted(unknown)}")
-    return {**config, **over}
 
 
 def training_records(ctx: RunContext, cfg: dict, data_root: Path) -> tuple[list, list, str]:

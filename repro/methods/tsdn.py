@@ -48,6 +48,7 @@ from ..networks import inference_cost
 from ..networks.tsdn import build, fne_target, resolve
 from ..runs import RunContext
 from ..weights import resolve_auto
+from .common import category_config
 
 
 def encoder_choice(cfg: dict) -> tuple[str, str | Path]:
@@ -210,7 +211,8 @@ def surf_examples(model, clean: torch.Tensor, segments: torch.Tensor, cfg: dict,
 
 
 def run(ctx: RunContext, data_root: Path) -> dict:
-    cfg, key, device = ctx.config, ctx.key, ctx.device
+    key, device = ctx.key, ctx.device
+    cfg = category_config(ctx.config, key.category)
     s, flags = cfg["image_size"], resolve(cfg["model"])
     if flags["two_stream"] and not flags["surf"]:
         raise ValueError(f"TSDN variant {cfg['model']}: DCD_A learns M_surf, so it needs SURF")
@@ -296,6 +298,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
         "arrays": arrays,
         "extra": {
             "encoder": encoder_choice(cfg)[0], "flags": flags,
+            "category_overrides": ctx.config["category_overrides"].get(key.category, {}),
             "n_train": len(train), "n_test": len(test),
             "history": history,
             "fne_test": fne,

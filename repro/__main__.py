@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--data-root", default="")
         for name in ("paper", "table", "dataset", "category", "experiment"):
             p.add_argument(f"--{name}", default=None)
-        p.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
+        p.add_argument("--seeds", default=None, help="comma-separated, e.g. 0,1,2 (every "
+                       "cell with these seeds; default: the claim cells with the profile's "
+                       "claim seeds, the others seed 0)")
     pl.add_argument("--status", default=None, help="only cells of this status, e.g. missing")
     pl.add_argument("--bench-device", default="auto",
                     help="paper profile: estimate cells without records from the throughput "
@@ -142,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
     try:
         return [int(s) for s in text.split(",") if s.strip()]
     except ValueError:

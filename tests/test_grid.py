@@ -23,7 +23,7 @@ def test_cells_cover_every_paper_and_filter(synthetic_root):
         {c.variant for c in mvtec if "shots" in c.variant}
     assert len({c.variant for c in mvtec if "shots" in c.variant}) == 3 * DRAWS["smoke"]
     seeds = grid.cells("smoke", synthetic_root, paper="puad", seeds=[0, 1, 2])
-    assert len(seeds) == 3 * len(grid.cells("smoke", synthetic_root, paper="puad"))
+    assert len(seeds) == 3 * len(grid.cells("smoke", synthetic_root, paper="puad", seeds=[0]))
     with pytest.raises(ValueError, match="unknown paper"):
         grid.cells("smoke", synthetic_root, paper="patchcore")
 
@@ -71,7 +71,7 @@ def test_plan_cli_on_an_empty_store(synthetic_root, scratch_store, capsys):
     assert main(["plan", "--profile", "smoke", "--data-root", str(synthetic_root),
                  "--paper", "puad", "--seeds", "0,1"]) == 0
     out = capsys.readouterr().out.splitlines()
-    n = 2 * len(grid.cells("smoke", synthetic_root, paper="puad"))
+    n = 2 * len(grid.cells("smoke", synthetic_root, paper="puad", seeds=[0]))
     assert len(out) == n + 2 and all(line.startswith("missing ") for line in out[:n])
     assert all(line.endswith("?") for line in out[:n])  # no record to time them by
     assert out[n].startswith(f"profile smoke: {n} cells, 0 done, {n} missing")
@@ -241,3 +241,21 @@ def test_a_converted_gpu_file_scales_by_the_latency_ratio(tmp_path):
     (tmp_path / "train_cuda-converted.json").write_text(json.dumps(out))
     assert bench_train.load("cuda", tmp_path) is None
     assert bench_train.load("cuda-converted", tmp_path)[1].name == "train_cuda-converted.json"
+
+
+def test_claim_cells_get_three_seeds_and_the_others_one(synthetic_root):
+    cells = grid.cells("smoke", synthetic_root)
+    seeds: dict[tuple, set] = {}
+    for c in cells:
+        seeds.setdefault((c.paper, c.experiment, c.dataset, c.category, c.variant),
+                         set()).add(c.seed)
+    assert seeds[("n2n", "main", "mpdd", "metal_plate", "lam=0")] == {0, 1, 2}
+    assert seeds[("n2n", "main", "mpdd", "metal_plate", "lam=0.2")] == {0}  # no claim on it
+    assert seeds[("pouta", "main", "mvtec_ad", "grid", "model=vanilla")] == {0, 1, 2}
+    assert seeds[("pouta", "main", "mvtec_ad", "grid", "shots=2")] == {0}
+    assert seeds[("puad", "main", "mvtec_loco", "juice_bottle", "default")] == {0, 1, 2}
+    assert seeds[("puad", "controls", "mvtec_loco", "juice_bottle", "default")] == {0}
+    assert all(s == {0} for k, s in seeds.items() if k[0] == "baseline")
+    # explicit seeds: every cell exactly those; the paper profile: seed 0 unless asked
+    assert {c.seed for c in grid.cells("smoke", synthetic_root, seeds=[4])} == {4}
+    assert grid.claim_seeds("paper") == (0,)

@@ -159,6 +159,15 @@ def test_tiny_runs_write_records(synthetic_root, scratch_store):
     cost = full["extra"]["cost"]
     assert cost["params"] > 0 and cost["macs"] > 0 and cost["latency_ms"] > 0
     assert full["extra"]["train_images_per_s"] > 0
+    # the per-image pixel histograms give back the run's pixel AUROC (repro.claims)
+    from repro.experiments import store_for
+    from repro.pixelstats import binned_auroc
+    from repro.runs import RunKey
+
+    arrays = store_for("smoke").arrays(RunKey(**full["key"]))
+    assert arrays["pixel_hist"].shape == (n_test, 2, 256)
+    assert binned_auroc(arrays["pixel_hist"].sum(0)) == pytest.approx(
+        full["metrics"]["pixel_auroc"], abs=0.01)
 
     ae = run_cell("tsdn", "main", "mvtec_ad", "grid", variant="epochs=1,model=t4_A", **kw)
     assert set(ae["extra"]["history"][0]) == {"epoch", "r", "s", "g", "mse"}

@@ -18,7 +18,7 @@ from .data import DatasetError, check_category, describe
 from .data.synthetic import ensure_synthetic
 from .env import cache_dir, resolve_device, resolve_path, results_dir, seed_everything
 from .profiles import Profile, get_profile, paper_config
-from .provenance import code_version, data_fingerprint
+from .provenance import check_code_unchanged, code_version, data_fingerprint, prime_code_versions
 from .runs import RunContext, RunKey, RunStore
 from .weights import resolve_auto
 
@@ -106,6 +106,10 @@ EXPERIMENTS: dict[tuple[str, str], Experiment] = {
     # model=<row> gives the other ablation rows (repro.networks.tsdn.VARIANTS).
     ("tsdn", "main"): Experiment("tsdn", "main", _method("tsdn"), weights=_tsdn_weights),
 }
+
+
+# the code this process runs is the code as it is now (see provenance.check_code_unchanged)
+prime_code_versions(sorted({paper for paper, _ in EXPERIMENTS}))
 
 
 def get_experiment(paper: str, name: str) -> Experiment:
@@ -256,6 +260,7 @@ def run_cell(paper: str, experiment: str, dataset: str, category: str, *, varian
     if store.status(key, config, did) != "done":
         preflight(store, root, dataset, category)
     seed_everything(seed)
+    check_code_unchanged(paper)
     return store.run(key, lambda ctx: exp.fn(ctx, root), config=config, device=dev,
                      data=describe(root, dataset, [category]), data_id=did,
                      weights=exp.weights(config) if callable(exp.weights) else exp.weights)

@@ -95,12 +95,36 @@ def code_modules(paper: str) -> list[str]:
 
 @cache
 def code_version(paper: str) -> str:
-    """12 hex digits over the normalised syntax trees of :func:`code_modules`."""
+    """12 hex digits over the normalised syntax trees of :func:`code_modules`, as this process
+    first saw them (the code it runs: see :func:`check_code_unchanged`)."""
+    return code_version_on_disk(paper)
+
+
+def code_version_on_disk(paper: str) -> str:
+    """:func:`code_version` of the files as they are now."""
     h = hashlib.sha256()
     for name in code_modules(paper):
         path = _module_file(name)
         h.update(name.encode() + b"\0" + _normalised(ast.parse(path.read_text())).encode() + b"\0")
     return h.hexdigest()[:12]
+
+
+def prime_code_versions(papers) -> None:
+    """Record the code version of every paper when the process loads the package, so that a
+    later edit of ``repro/`` cannot be stamped on records computed by the code loaded before."""
+    for paper in papers:
+        code_version(paper)
+
+
+def check_code_unchanged(paper: str) -> None:
+    """Refuse to compute with code that no longer matches its files: a long-lived worker (Ray,
+    a notebook kernel) that loaded ``repro/`` before an edit would run the old code under the
+    new version, or the other way round."""
+    now = code_version_on_disk(paper)
+    if now != code_version(paper):
+        raise ValueError(f"{paper}: repro/ changed on disk since this process loaded it (code "
+                         f"{code_version(paper)} -> {now}); restart the compute (or the "
+                         f"notebook kernel) so the records carry the code that made them")
 
 
 def _listing(folder: Path) -> list[tuple[str, int]]:

@@ -101,3 +101,17 @@ def test_a_record_of_other_data_or_older_code_is_not_returned(real_looking_root,
     assert again["data_id"].endswith("code-0123456789ab") and again["started"] >= first["started"]
     assert again["config_hash"] != first["config_hash"]
     assert again["config_hash"] == config_hash(again["config"], again["data_id"])
+
+
+def test_a_worker_refuses_code_edited_after_it_loaded_it(synthetic_root, scratch_store,
+                                                         monkeypatch):
+    """A long-lived process (a Ray worker, a notebook kernel) that loaded repro/ before an edit
+    would stamp the new code version on records of the old code: it refuses, naming the fix."""
+    from repro import experiments, provenance
+
+    monkeypatch.setattr(experiments, "check_code_unchanged", provenance.check_code_unchanged)
+    monkeypatch.setattr(provenance, "code_version_on_disk", lambda paper: "edited000000")
+    with pytest.raises(ValueError, match="changed on disk.*restart"):
+        experiments.run_cell("baseline", "ae", "mvtec_ad", "grid", variant="steps=2",
+                             profile="smoke", data_root=str(synthetic_root), device="cpu")
+    assert not list((scratch_store / "results").rglob("*.json"))  # nothing was recorded

@@ -69,6 +69,10 @@ CLAIMS: dict[str, list[Claim]] = {
               "lambda=0.3", "lambda=0", dataset="mpdd", method="noise_to_norm"),
         Claim("n2n", "the residual attention module beats a 1x1 conv", "default", "ram=false",
               "table5", "ram=on", "ram=off", dataset="mpdd", method="noise_to_norm"),
+        Claim("n2n", "noise blending: lambda 0.3 beats lambda 0", "default", "lam=0", "table4",
+              "lambda=0.3", "lambda=0", "pixel_auroc", "mpdd", "noise_to_norm"),
+        Claim("n2n", "the residual attention module beats a 1x1 conv", "default", "ram=false",
+              "table5", "ram=on", "ram=off", "pixel_auroc", "mpdd", "noise_to_norm"),
     ],
     "tsdn": [
         Claim("tsdn", "skips hurt the plain AE (Table 3 A > B)", "model=t4_A", "model=t4_C",
@@ -87,6 +91,8 @@ CLAIMS: dict[str, list[Claim]] = {
     "pouta": [
         Claim("pouta", "POUTA beats the vanilla network (Table V)", "default", "model=vanilla",
               "tableV", "pouta", "vanilla", dataset="mvtec_ad", method="pouta"),
+        Claim("pouta", "POUTA beats the vanilla network (Table V)", "default", "model=vanilla",
+              "tableV", "pouta", "vanilla", "pixel_auroc", "mvtec_ad", "pouta"),
     ],
     "puad": [
         Claim("puad", "PUAD beats EfficientAD-S (Table 3)", "default", "default", "table3", "",

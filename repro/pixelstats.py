@@ -6,7 +6,11 @@ only difference from the exact pixel AUROC (``tests/test_claims.py`` bounds it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+from .data import Record, load_mask
 
 BINS = 256
 
@@ -36,3 +40,15 @@ def binned_auroc(hist: np.ndarray) -> np.ndarray:
     total = anomalous.sum(-1) * normal.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, pairs / np.where(total > 0, total, 1), np.nan)
+
+
+def pixel_arrays(records: Sequence[Record], maps) -> dict[str, np.ndarray]:
+    """``{"pixel_hist", "pixel_edges"}`` of a run's test maps (N, H, W), masks read at the maps'
+    size, for the run's arrays; ``{}`` without an anomalous image."""
+    if not any(r.label for r in records):
+        return {}
+    maps = maps.detach().cpu().numpy() if hasattr(maps, "detach") else np.asarray(maps)
+    maps = maps.reshape(len(records), *maps.shape[-2:])
+    hist, edges = pixel_histograms(maps, np.stack([load_mask(r, maps.shape[-2:])
+                                                   for r in records]))
+    return {"pixel_hist": hist, "pixel_edges": edges}

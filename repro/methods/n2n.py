@@ -40,6 +40,7 @@ from ..kernels import gaussian_blur
 from ..kernels.msssim import mix_loss, mix_map
 from ..networks import count_parameters
 from ..networks.n2n import n2n_net
+from ..pixelstats import pixel_arrays
 from ..runs import RunContext
 
 DATA_RANGE = 2.0  # images normalised with mean 0.5, std 0.5 live in [-1, 1]
@@ -207,7 +208,7 @@ def examples(test, x_test, recons, maps, size: int, scores) -> dict[str, np.ndar
     out = defect_examples(test, x_test, recons, maps, size, value_range=(-1.0, 1.0))
     if out:
         out["score"] = np.array([float(scores[i]) for i in out["index"]], dtype=np.float32)
-    return out
+    return {**out, **pixel_arrays(test, maps)}  # pixel AUROC of any subset (repro.claims)
 
 
 def f1_threshold(masks: np.ndarray, maps: np.ndarray) -> float | None:
@@ -332,7 +333,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
                 other: border_profile(maps_other[good])}
     return {
         "arrays": examples(test, x_test, recons, maps, cfg["image_size"], scores)
-        if key.variant in ("default", "reconstruction=blur") else {},
+        if key.variant in ("default", "reconstruction=blur") else pixel_arrays(test, maps),
         "metrics": metrics,
         "extra": {
             **facts,

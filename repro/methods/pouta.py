@@ -36,6 +36,7 @@ from ..kernels.msssim import ssim_map
 from ..kernels.synthesis import FOREGROUND, SynthesisConfig, foreground_mask, synthesize
 from ..networks import inference_cost
 from ..networks.pouta import build
+from ..pixelstats import pixel_arrays
 from ..runs import RunContext
 from .common import category_config
 
@@ -285,7 +286,8 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     train_s = ctx.timings.get("train_s", 0.0)
     return {
         "metrics": metrics,
-        "arrays": defect_examples(test, x_test, recons, maps, s),
+        "arrays": {**defect_examples(test, x_test, recons, maps, s),
+                   **pixel_arrays(test, maps)},  # pixel AUROC of any subset (repro.claims)
         "extra": {
             "train_images": train_note, "n_train": len(train), "n_test": len(test),
             "n_full_train": len(full), "steps": steps, "warmup_steps": warm_steps,

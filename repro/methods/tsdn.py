@@ -38,7 +38,7 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ..data import list_records, load_mask, stack_images
+from ..data import list_records, stack_images
 from ..evaluate import defect_examples, evaluate
 from ..kernels import gaussian_blur
 from ..kernels.gms import msgms_loss
@@ -46,7 +46,7 @@ from ..kernels.msssim import ssim_map
 from ..kernels.surf import slic_segments, surf_fill
 from ..networks import inference_cost
 from ..networks.tsdn import build, fne_target, resolve
-from ..pixelstats import pixel_histograms
+from ..pixelstats import pixel_arrays
 from ..runs import RunContext
 from ..weights import resolve_auto
 from .common import category_config
@@ -275,10 +275,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     with ctx.timer("metrics_s"):
         metrics = evaluate(test, scores, maps, dataset=key.dataset, data_root=data_root)
     arrays = defect_examples(test, x_test, recons, maps, s)
-    if any(r.label for r in test):  # pixel AUROC of any subset of the test images (claims)
-        hist, edges = pixel_histograms(maps.cpu().numpy(),
-                                       np.stack([load_mask(r, (s, s)) for r in test]))
-        arrays.update(pixel_hist=hist, pixel_edges=edges)
+    arrays.update(pixel_arrays(test, maps))  # pixel AUROC of any subset of the images (claims)
     if arrays and flags["two_stream"]:
         with torch.inference_mode():
             pred = model(x_test[arrays["index"]], with_mask=True)["mask"][:, 0]

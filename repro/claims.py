@@ -345,3 +345,66 @@ def to_markdown(table: pd.DataFrame, link_prefix: str = "") -> str:
         claim = f"[{r.claim}]({link_prefix}{r.notebook})" if link_prefix is not None else r.claim
         lines.append(f"| {claim} | {r.metric} | {ours} | {paper} | {back} | {r.verdict} |")
     return "\n".join(lines) + "\n"
+
+
+def current_records(paper: str, profile: str, data_root: str | None = None
+                    ) -> tuple[dict[tuple, dict], dict[tuple, Mapping]]:
+    """The current records (and arrays) of ``paper``'s claim cells under ``profile``, keyed
+    (dataset, category, variant, seed): read only, nothing is computed; a stale record does
+    not count."""
+    from . import grid
+    from .experiments import cell_identity, resolve_data_root, store_for
+    from .profiles import get_profile
+
+    root = resolve_data_root(data_root, get_profile(profile))
+    store = store_for(profile)
+    variants = {v for c in CLAIMS[paper] for v in (c.better, c.worse)}
+    records, arrays = {}, {}
+    for cell in grid.cells(profile, root, paper=paper, experiment="main"):
+        if cell.variant not in variants:
+            continue
+        key, config, did = cell_identity(cell.paper, cell.experiment, cell.dataset,
+                                         cell.category, variant=cell.variant, seed=cell.seed,
+                                         profile=profile, data_root=data_root)
+        if store.status(key, config, did) == "done":
+            k = (cell.dataset, cell.category, cell.variant, cell.seed)
+            records[k], arrays[k] = store.get(key), store.arrays(key)
+    return records, arrays
+
+
+def all_claims(profile: str, data_root: str | None = None, n_boot: int = N_BOOT
+               ) -> pd.DataFrame:
+    """Every paper's claims table under ``profile`` (empty where the data is absent)."""
+    from .data import DatasetError
+
+    tables = []
+    for paper in CLAIMS:
+        try:
+            records, arrays = current_records(paper, profile, data_root)
+        except DatasetError:
+            continue
+        tables.append(claims_table(paper, records, profile, arrays, n_boot))
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def show(paper: str, profile: str, data_root: str | None = None) -> pd.DataFrame:
+    """Display ``paper``'s claims table under ``profile`` in a notebook (Markdown: the rule, the
+    table, the runs that had not converged) and return it."""
+    from IPython.display import Markdown, display
+
+    records, arrays = current_records(paper, profile, data_root)
+    table = claims_table(paper, records, profile, arrays)
+    text = [RULE, "", to_markdown(table, link_prefix=None)]
+    if profile == "smoke":
+        text.insert(0, "**smoke**: tiny synthetic data and a few steps; these verdicts check "
+                       "the code path and say nothing about the paper.\n")
+    late = []
+    for r in table.itertuples():
+        runs = r.not_converged.split("; ") if r.not_converged else []
+        if runs:
+            more = f"; and {len(runs) - 3} more" if len(runs) > 3 else ""
+            late.append(f"- {r.claim} ({r.metric}): {'; '.join(runs[:3])}{more}")
+    if late:
+        text += ["Runs whose losses were still falling (the claim is inconclusive):", *late]
+    display(Markdown("\n".join(text)))
+    return table

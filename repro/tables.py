@@ -109,11 +109,39 @@ def join_with_paper(paper: str, table: str, ours: pd.DataFrame,
     merged["unit"] = merged["unit"].fillna("percent")
     merged["paper"], merged["table"] = paper, table
     merged["diff"] = merged["value"] - merged["paper_value"]
+    _like_for_like_means(merged, printed)
     for col in META:
         known = ours[col].dropna().unique() if col in ours else []
         merged[col] = merged[col].fillna(known[0] if len(known) == 1 else "")
     merged["note"] = merged["note"].fillna("")
     return merged[OUT_COLUMNS].reset_index(drop=True)
+
+
+MEAN_NOTE = "mean of "
+
+
+def _like_for_like_means(merged: pd.DataFrame, printed: pd.DataFrame) -> None:
+    """Our mean rows (``add_means``) against the paper's mean over the *same* categories where
+    the paper prints them; else the paper's own mean stays, the difference is blanked and the
+    note says over how many categories each side is (issue 13: no diff of unlike means)."""
+    per_cat = printed[~printed["category"].str.startswith(("mean", "all"))]
+    for i, row in merged.iterrows():
+        note = row.get("note")
+        if not isinstance(note, str) or not note.startswith(MEAN_NOTE) or pd.isna(row["value"]):
+            continue
+        cats = note.split(": ", 1)[1].split(", ")
+        same = per_cat[(per_cat[["dataset", "method", "variant", "metric"]]
+                        == row[["dataset", "method", "variant", "metric"]].values).all(1)]
+        values = same.set_index("category")["value"]
+        if all(c in values.index for c in cats):
+            merged.at[i, "paper_value"] = float(values[cats].mean())
+            merged.at[i, "diff"] = row["value"] - merged.at[i, "paper_value"]
+            merged.at[i, "note"] = f"{note}; paper: its values of the same categories"
+        elif not pd.isna(row["paper_value"]):
+            n_paper = f"{len(values)}" if len(values) else "its (unlisted)"
+            merged.at[i, "diff"] = np.nan
+            merged.at[i, "note"] = (f"{note}; paper mean over {n_paper} categories, ours over "
+                                    f"{len(cats)}: no difference")
 
 
 def output_dir(profile: str) -> Path:

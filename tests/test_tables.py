@@ -6,6 +6,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -68,6 +69,14 @@ def test_join_puts_our_value_next_to_the_printed_one():
     mean = joined[(joined.category == "mean") & (joined.variant == "lambda=0.3")
                   & (joined.metric == "image_auroc")].iloc[0]
     assert mean.value == pytest.approx(70.0) and "mean of 2 categories" in mean.note
+    # like for like: the paper's mean over the same two categories, not its 6-category mean
+    def printed_of(cat):
+        return printed[(printed.category == cat) & (printed.variant == "lambda=0.3")
+                       & (printed.metric == "image_auroc")].value.iloc[0]
+
+    same = (printed_of("metal_plate") + printed_of("tubes")) / 2
+    assert mean.paper_value == pytest.approx(same) and mean["diff"] == pytest.approx(70 - same)
+    assert "paper: its values of the same categories" in mean.note
     # paper cells we did not compute stay visible with an empty value
     lam0 = joined[(joined.variant == "lambda=0") & (joined.category == "tubes")]
     assert len(lam0) == 2 and lam0.value.isna().all() and lam0.paper_value.notna().all()
@@ -131,3 +140,17 @@ def test_own_cells_are_decided_by_the_method_not_by_a_variant():
     assert sorted(own["variant"]) == ["k=2", "k=4", "k=8"] and set(own["method"]) == {"pouta"}
     t2 = tables.paper_table("puad", "table2")
     assert set(t2[tables.own_cells(t2, "puad")]["method"]) == {"puad", "efficientad"}
+
+
+def test_a_mean_of_unlike_category_sets_has_no_difference():
+    """POUTA's Table V prints only means over 15 categories: ours over 1 gets no diff."""
+    rec = _record("grid", 0.9, variant="pouta")
+    rec["key"].update(paper="pouta", dataset="mvtec_ad")
+    ours = tables.cells_from_records([rec], paper="pouta", table="tableV", method="pouta",
+                                     metrics={"image_auroc": "image_auroc"})
+    joined = tables.join_with_paper("pouta", "tableV", tables.add_means(ours))
+    mean = joined[(joined.category == "mean") & (joined.variant == "pouta")
+                  & (joined.metric == "image_auroc")].iloc[0]
+    assert mean.paper_value == pytest.approx(99.5) and np.isnan(mean["diff"])
+    assert "paper mean over" in mean.note and "ours over 1: no difference" in mean.note
+    assert "no difference" in tables.to_markdown(joined)

@@ -131,7 +131,7 @@ def _like_for_like_means(merged: pd.DataFrame, printed: pd.DataFrame) -> None:
             continue
         cats = note.split(": ", 1)[1].split(", ")
         same = per_cat[(per_cat[["dataset", "method", "variant", "metric"]]
-                        == row[["dataset", "method", "variant", "metric"]].values).all(1)]
+                        == row[["dataset", "method", "variant", "metric"]].values).all(axis=1)]
         values = same.set_index("category")["value"]
         if all(c in values.index for c in cats):
             merged.at[i, "paper_value"] = float(values[cats].mean())

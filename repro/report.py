@@ -95,3 +95,48 @@ def save_figure(fig: plt.Figure, profile: str, name: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100, metadata={"Software": None})
     return path
+
+
+def convergence(records: dict, paper: str, profile: str) -> pd.DataFrame:
+    """Every loss term of every run (``repro.claims.LOSS_KEYS``): one panel per term, one line
+    per run (x: the history's epoch or step), saved as ``figures/<paper>_losses.png``; and one
+    row per run saying whether it converged by ``repro.claims.converged`` (a run that had not
+    makes the claims it backs inconclusive). ``records`` keyed (dataset, category, variant)."""
+    from .claims import CONVERGENCE_FALL, LOSS_KEYS, converged
+
+    keys = LOSS_KEYS[paper]
+    rows = []
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+    for (ds, cat, variant), rec in sorted(records.items()):
+        history = rec["extra"].get("history") or []
+        ok, falling = converged(history, keys)
+        rows.append({"data": f"{ds}/{cat}", "variant": variant, "entries": len(history),
+                     "converged": "yes" if ok else "NO", "still falling": "; ".join(falling)})
+        for ax, key in zip(axes[0], keys, strict=True):
+            pts = [(h.get("epoch", h.get("step")), h[key]) for h in history
+                   if h.get(key) is not None]
+            if pts:
+                x, y = zip(*pts, strict=True)
+                ax.plot(x, y, lw=0.8, alpha=0.7,
+                        label=f"{cat} {variant}" if len(records) <= 8 else None)
+    for ax, key in zip(axes[0], keys, strict=True):
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("epoch or step", fontsize=8)
+        if ax.get_lines() and min(min(line.get_ydata()) for line in ax.get_lines()) > 0:
+            ax.set_yscale("log")
+    if len(records) <= 8 and axes[0, 0].get_legend_handles_labels()[0]:
+        axes[0, -1].legend(fontsize=6, loc="upper right")
+    fig.suptitle(f"{paper}: every loss term of every run ({profile}); not converged: a term "
+                 f"still falling by > {CONVERGENCE_FALL:.0%} over the last tenth", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, profile, f"{paper}_losses")
+    return pd.DataFrame(rows, columns=["data", "variant", "entries", "converged",
+                                       "still falling"])
+
+
+def show_table(df: pd.DataFrame, floatfmt: str = ".2f", max_rows: int = 40) -> None:
+    """A DataFrame as a Markdown table in the notebook (GitHub and JupyterLab render it)."""
+    from IPython.display import Markdown, display
+
+    more = f"\n\n({len(df) - max_rows} more rows in the CSV)" if len(df) > max_rows else ""
+    display(Markdown(df.head(max_rows).to_markdown(index=False, floatfmt=floatfmt) + more))

@@ -39,12 +39,16 @@ from .pixelstats import binned_auroc
 N_BOOT = 2000
 LEVEL = 0.95
 MIN_SEEDS = 3
-CONVERGENCE_FALL = 0.05  # a loss that still falls by more than 5 % over the last tenth
+CONVERGENCE_FALL = 0.05  # a loss that still falls by more than 5 % over the last tenth ...
+CONVERGENCE_T = 2.0  # ... and by more than twice the standard error of that fall (noisy terms)
+# per method: where in the history the check ends (PUAD: before its printed lr drop at 95 %)
+CONVERGENCE_END = {"puad": 0.95}
 RULE = (f"Verdict rule: our paired difference (better - worse, points) with its {LEVEL:.0%} "
         f"bootstrap interval over test images and seeds ({N_BOOT} resamples): supported if the "
         f"interval is above 0, contradicted if below 0, inconclusive if it contains 0, if a "
         f"category has fewer than {MIN_SEEDS} seeds, or if a run behind it did not converge "
-        f"(a loss still falling by more than {CONVERGENCE_FALL:.0%} over its last tenth).")
+        f"(a loss term still falling over its last tenth, by more than {CONVERGENCE_FALL:.0%} "
+        f"and by more than {CONVERGENCE_T:g} standard errors).")
 
 
 @dataclass(frozen=True)
@@ -211,20 +215,25 @@ def verdict(diff: Difference, converged: bool = True) -> str:
     return "inconclusive"
 
 
-def converged(history: Sequence[Mapping], keys: Iterable[str],
-              fall: float = CONVERGENCE_FALL) -> tuple[bool, list[str]]:
+def converged(history: Sequence[Mapping], keys: Iterable[str], fall: float = CONVERGENCE_FALL,
+              t_min: float = CONVERGENCE_T, end: float = 1.0) -> tuple[bool, list[str]]:
     """(converged, the loss terms still falling): a term whose mean over the second half of
-    the history's last tenth is more than ``fall`` (relative) below its mean over the first
-    half. Entries without a term (POUTA's warm-up has no segmentation loss) are skipped."""
+    the last tenth of the history (up to the fraction ``end`` of it) is below its mean over
+    the first half by more than ``fall`` (relative) and by more than ``t_min`` standard errors
+    of that difference (so the noise of a batch-1 loss is not read as a trend). Entries without
+    the term (POUTA's warm-up has no segmentation loss) are skipped."""
     falling = []
+    history = list(history)[:max(1, round(len(history) * end))]
     for key in keys:
         values = np.array([h[key] for h in history if h.get(key) is not None], dtype=float)
         if len(values) < 4:
             continue
-        tail = values[-max(2, len(values) // 10):]
-        first, second = tail[: len(tail) // 2].mean(), tail[len(tail) // 2:].mean()
-        if first - second > fall * abs(first):
-            falling.append(f"{key} {first:.4g} -> {second:.4g}")
+        tail = values[-max(4, len(values) // 10):]
+        a, b = tail[: len(tail) // 2], tail[len(tail) // 2:]
+        drop = a.mean() - b.mean()
+        se = np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+        if drop > fall * abs(a.mean()) and drop > t_min * se:
+            falling.append(f"{key} {a.mean():.4g} -> {b.mean():.4g}")
     return not falling, falling
 
 
@@ -323,7 +332,8 @@ def claims_table(paper: str, records: Mapping[tuple, dict], profile: str,
         for u in units:
             for variant in {claim.better, claim.worse}:
                 rec = records[(claim.dataset, u.category, variant, u.seed)]
-                ok, falling = converged(rec["extra"].get("history", []), keys)
+                ok, falling = converged(rec["extra"].get("history", []), keys,
+                                        end=CONVERGENCE_END.get(paper, 1.0))
                 if not ok:
                     still.append(f"{u.category}/{variant}/seed{u.seed}: {', '.join(falling)}")
         p, note = paper_difference(claim, diff.categories)

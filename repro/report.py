@@ -102,14 +102,14 @@ def convergence(records: dict, paper: str, profile: str) -> pd.DataFrame:
     per run (x: the history's epoch or step), saved as ``figures/<paper>_losses.png``; and one
     row per run saying whether it converged by ``repro.claims.converged`` (a run that had not
     makes the claims it backs inconclusive). ``records`` keyed (dataset, category, variant)."""
-    from .claims import CONVERGENCE_FALL, LOSS_KEYS, converged
+    from .claims import CONVERGENCE_END, CONVERGENCE_FALL, LOSS_KEYS, converged
 
     keys = LOSS_KEYS[paper]
     rows = []
     fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
     for (ds, cat, variant), rec in sorted(records.items()):
         history = rec["extra"].get("history") or []
-        ok, falling = converged(history, keys)
+        ok, falling = converged(history, keys, end=CONVERGENCE_END.get(paper, 1.0))
         rows.append({"data": f"{ds}/{cat}", "variant": variant, "entries": len(history),
                      "converged": "yes" if ok else "NO", "still falling": "; ".join(falling)})
         for ax, key in zip(axes[0], keys, strict=True):
@@ -127,7 +127,8 @@ def convergence(records: dict, paper: str, profile: str) -> pd.DataFrame:
     if len(records) <= 8 and axes[0, 0].get_legend_handles_labels()[0]:
         axes[0, -1].legend(fontsize=6, loc="upper right")
     fig.suptitle(f"{paper}: every loss term of every run ({profile}); not converged: a term "
-                 f"still falling by > {CONVERGENCE_FALL:.0%} over the last tenth", fontsize=9)
+                 f"still falling over the last tenth (> {CONVERGENCE_FALL:.0%}, > 2 s.e.)",
+                 fontsize=9)
     fig.tight_layout()
     save_figure(fig, profile, f"{paper}_losses")
     return pd.DataFrame(rows, columns=["data", "variant", "entries", "converged",

@@ -102,6 +102,12 @@ def test_convergence_reads_the_last_tenth():
     steep = [{"loss": 2.0 ** -i} for i in range(40)]
     ok, why = converged(steep, ["loss"])
     assert not ok and why[0].startswith("loss ")
+    # noise without a trend is not a fall; the end fraction cuts off a scheduled lr drop
+    rng = np.random.default_rng(0)
+    noisy = [{"loss": 1.0 + rng.normal(0, 0.3)} for _ in range(200)]
+    assert converged(noisy, ["loss"])[0]
+    dropped = [{"loss": 1.0 if i < 190 else 0.1} for i in range(200)]
+    assert not converged(dropped, ["loss"])[0] and converged(dropped, ["loss"], end=0.95)[0]
     # entries without the term (a warm-up phase) are skipped
     assert converged([{"rec": 1.0}] * 20 + [{"rec": 1.0, "pre": 1.0}] * 20, ["pre", "rec"])[0]
 

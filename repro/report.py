@@ -141,3 +141,11 @@ def show_table(df: pd.DataFrame, floatfmt: str = ".2f", max_rows: int = 40) -> N
 
     more = f"\n\n({len(df) - max_rows} more rows in the CSV)" if len(df) > max_rows else ""
     display(Markdown(df.head(max_rows).to_markdown(index=False, floatfmt=floatfmt) + more))
+
+
+def md(text: str) -> None:
+    """Show Markdown (a table, a provenance header with its bold labels) as rendered Markdown
+    in the notebook, not as printed text."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(text))

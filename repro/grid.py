@@ -392,11 +392,11 @@ def format_plan(rows: Sequence[PlanRow], profile: str, bench_note: str = "") -> 
 
 
 def fetch(grid_cells: Sequence[Cell], *, profile: str, data_root: str | None = None,
-          device: str = "auto") -> dict[tuple[str, str, str], dict]:
-    """The record of each cell, ``{(dataset, category, variant): record}`` (one seed: the
-    notebooks render one), computing missing ones unless the store is read-only; a cell whose
-    data is absent or that has no current record in a read-only store prints one "not run" line.
-    """
+          device: str = "auto", with_seed: bool = False) -> dict[tuple, dict]:
+    """The record of each cell, ``{(dataset, category, variant): record}`` (cells of one seed),
+    or with ``with_seed`` ``{(dataset, category, variant, seed): record}``, computing missing
+    ones unless the store is read-only; a cell whose data is absent or that has no current
+    record in a read-only store prints one "not run" line."""
     import time
 
     from .compute import headline
@@ -414,16 +414,17 @@ def fetch(grid_cells: Sequence[Cell], *, profile: str, data_root: str | None = N
             if computing:  # a long cell says what it is doing (papermill streams it)
                 print(f"computing {c.label()} ...", flush=True)
                 t0 = time.perf_counter()
-            rec = records[(c.dataset, c.category, c.variant)] = run_cell(
+            key = (c.dataset, c.category, c.variant) + ((c.seed,) if with_seed else ())
+            rec = records[key] = run_cell(
                 c.paper, c.experiment, c.dataset, c.category, variant=c.variant, seed=c.seed,
                 profile=profile, data_root=data_root, device=device)
             if computing:
                 print(f"  done in {time.perf_counter() - t0:.0f} s: {headline(rec['metrics'])}",
                       flush=True)
         except DatasetError as exc:
-            print(f"{c.dataset}/{c.category} {c.variant}: not run ({exc})")
+            print(f"{c.dataset}/{c.category} {c.variant} seed{c.seed}: not run ({exc})")
         except RunMissingError:  # read-only rendering: no record of the current configuration
-            print(f"{c.dataset}/{c.category} {c.variant}: not run (no record for the current "
-                  "configuration)")
+            print(f"{c.dataset}/{c.category} {c.variant} seed{c.seed}: not run (no record for "
+                  "the current configuration)")
     print(f"{len(records)} of {len(grid_cells)} cells have a record")
     return records

@@ -149,3 +149,32 @@ def md(text: str) -> None:
     from IPython.display import Markdown, display
 
     display(Markdown(text))
+
+
+def plot_ours_vs_paper(joined: pd.DataFrame, metric: str, title: str, profile: str, name: str,
+                  method: str | None = None, variant: str | None = None) -> plt.Figure:
+    """Per category: our value (bar; error bar: standard deviation over seeds, where there
+    are several) beside the paper's printed value (marker), for one metric of a joined table
+    (``repro.tables.join_with_paper``); saved as ``figures/<name>.png``."""
+    df = joined[joined["metric"] == metric]
+    if method is not None:
+        df = df[df["method"] == method]
+    if variant is not None:
+        df = df[df["variant"].fillna("") == variant]
+    df = df[df["value"].notna() | df["paper_value"].notna()]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * len(df) + 1.5), 3.0))
+    x = np.arange(len(df))
+    sd = df["sd"].fillna(0).to_numpy() if "sd" in df else None
+    ax.bar(x, df["value"].fillna(0), yerr=sd, capsize=2, color="tab:blue", alpha=0.8,
+           label="ours (sd over seeds)")
+    ax.plot(x, df["paper_value"], "o", color="tab:red", ms=5, label="paper")
+    seeds = df["seeds"].fillna(0).astype(int) if "seeds" in df else [1] * len(df)
+    ax.set_xticks(x, [f"{c}\n({s} seed{'s' * (s != 1)})" if s else f"{c}\n(not run)"
+                      for c, s in zip(df["category"], seeds, strict=True)],
+                  rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    save_figure(fig, profile, name)
+    return fig

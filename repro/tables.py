@@ -24,7 +24,8 @@ from .runs import atomic_write_text
 KEY = ["dataset", "category", "method", "variant", "metric"]
 COLUMNS = ["paper", "table", *KEY, "value", "unit", "note"]
 META = ["profile", "data", "weights", "device"]
-OUT_COLUMNS = [*COLUMNS, "paper_value", "diff", *META]
+SEED_COLUMNS = ["sd", "seeds"]  # over the seeds of a cell: standard deviation and count
+OUT_COLUMNS = [*COLUMNS, *SEED_COLUMNS, "paper_value", "diff", *META]
 OWN_METHOD = {"n2n": "noise_to_norm", "tsdn": "tsdn", "pouta": "pouta", "puad": "puad"}
 
 
@@ -51,7 +52,9 @@ def paper_table(paper: str, table: str) -> pd.DataFrame:
 def cells_from_records(records: Iterable[dict], *, paper: str, table: str, method: str,
                        metrics: dict[str, str], percent: bool = True,
                        variant: Callable[[dict], str] | None = None) -> pd.DataFrame:
-    """Our long-format rows from run records.
+    """Our long-format rows from run records, one per cell and metric: records of several
+    seeds of one cell give their mean in ``value``, with ``sd`` (sample standard deviation,
+    NaN for one seed) and ``seeds`` (how many).
 
     ``metrics`` maps a record metric to the table's metric name (e.g. ``{"image_auroc":
     "image_auroc"}``); ``variant`` gives a record's table variant (default: its key's variant,
@@ -70,8 +73,17 @@ def cells_from_records(records: Iterable[dict], *, paper: str, table: str, metho
                 "unit": "percent" if percent else "", "note": "",
                 "profile": k["profile"], "data": _data_text(rec["data"]),
                 "weights": _weights_text(rec["weights"]), "device": rec["device"],
+                "run": k["variant"],  # seeds of one run are averaged, not runs that share a row
             })
-    return pd.DataFrame(rows, columns=[*COLUMNS, *META])
+    df = pd.DataFrame(rows, columns=[*COLUMNS, *META, "run"])
+    if df.empty:
+        return df.reindex(columns=[*COLUMNS, *SEED_COLUMNS, *META])
+    keys = ["paper", "table", *KEY, "run"]
+    agg = df.groupby(keys, sort=False, dropna=False).agg(
+        value=("value", "mean"), sd=("value", "std"), seeds=("value", "count"),
+        **{c: (c, "first") for c in COLUMNS + META if c not in keys + ["value"]})
+    agg["seeds"] = agg["seeds"].astype(int)
+    return agg.reset_index()[[*COLUMNS, *SEED_COLUMNS, *META]]
 
 
 def add_means(df: pd.DataFrame, category: str = "mean") -> pd.DataFrame:
@@ -85,6 +97,8 @@ def add_means(df: pd.DataFrame, category: str = "mean") -> pd.DataFrame:
         row = g.iloc[0].copy()
         row["category"] = category
         row["value"] = g["value"].mean()
+        row["sd"] = np.nan  # over categories, not seeds: no seed spread
+        row["seeds"] = int(g["seeds"].min()) if "seeds" in g else 1
         row["note"] = f"mean of {g['category'].nunique()} categories: {', '.join(g['category'])}"
         row["data"] = "; ".join(sorted(set(g["data"])))  # e.g. "real mpdd/a; real mpdd/b"
         means.append(row)
@@ -187,8 +201,10 @@ def _summarise_data(values: list[str]) -> list[str]:
 
 def to_markdown(df: pd.DataFrame, title: str = "") -> str:
     """Header line plus a compact table: cell, ours, paper, difference (2 decimals)."""
-    view = df[["dataset", "category", "method", "variant", "metric", "value", "paper_value",
-               "diff", "note"]].rename(columns={"value": "ours", "paper_value": "paper"})
+    view = df[["dataset", "category", "method", "variant", "metric", "value", "sd", "seeds",
+               "paper_value", "diff", "note"]].rename(columns={"value": "ours",
+                                                               "paper_value": "paper"})
+    view = view.assign(seeds=[None if pd.isna(v) else str(int(v)) for v in view["seeds"]])
     rows = [[None if pd.isna(v) else v for v in row] for row in view.itertuples(index=False)]
     body = tabulate(rows, headers=list(view.columns), tablefmt="pipe", floatfmt=".2f",
                     missingval="-")  # "-": a cell not computed (ours) or not printed (paper)

@@ -52,6 +52,22 @@ def _record(category, value, variant="lambda=0.3"):
             "device": "cpu (2 threads)"}
 
 
+def test_seeds_of_a_cell_give_their_mean_sd_and_count():
+    recs = [_record("metal_plate", v) for v in (0.8, 0.9, 1.0)]
+    for seed, r in enumerate(recs):
+        r["key"]["seed"] = seed
+    ours = tables.cells_from_records(recs + [_record("tubes", 0.5)], paper="n2n",
+                                     table="table4", method="noise_to_norm",
+                                     metrics={"image_auroc": "image_auroc"})
+    plate = ours[ours.category == "metal_plate"].iloc[0]
+    assert len(ours) == 2 and plate.seeds == 3
+    assert plate.value == pytest.approx(90.0) and plate.sd == pytest.approx(10.0)
+    tubes = ours[ours.category == "tubes"].iloc[0]
+    assert tubes.seeds == 1 and np.isnan(tubes.sd)
+    mean = tables.add_means(ours).query("category == 'mean'").iloc[0]
+    assert mean.value == pytest.approx(70.0) and mean.seeds == 1  # the fewest seeds behind it
+
+
 def test_join_puts_our_value_next_to_the_printed_one():
     ours = tables.cells_from_records(
         [_record("metal_plate", 0.9), _record("tubes", 0.5)], paper="n2n", table="table4",
@@ -97,7 +113,9 @@ def test_write_table_and_results_readme(tmp_path, monkeypatch):
     assert list(back.columns) == tables.OUT_COLUMNS and len(back) == len(joined)
     md = csv_path.with_suffix(".md").read_text()
     assert "**profile**: smoke" in md and "**device**: cpu (2 threads)" in md
-    assert re.search(r"lambda=0.3 \| image_auroc \|\s+90.00 \|\s+99.57 \|\s+-9.57 \|", md)
+    # one seed: no standard deviation
+    assert re.search(r"lambda=0.3 \| image_auroc \|\s+90.00 \|\s+-\s+\|\s+1 \|\s+99.57 \|"
+                     r"\s+-9.57 \|", md)
     from repro import claims
 
     fake = pd.DataFrame([{"paper": "n2n", "profile": "smoke", "claim": "lambda helps",

@@ -178,3 +178,9 @@ def plot_ours_vs_paper(joined: pd.DataFrame, metric: str, title: str, profile: s
     fig.tight_layout()
     save_figure(fig, profile, name)
     return fig
+
+
+def select(runs: dict, dataset: str, variants) -> list[dict]:
+    """The records of ``runs`` (keyed (dataset, category, variant, seed), ``grid.fetch`` with
+    ``with_seed``) of one dataset and a set of variants, every seed."""
+    return [r for (ds, _, v, _), r in runs.items() if ds == dataset and v in variants]

@@ -341,3 +341,42 @@ def _weights_text(weights: dict) -> str:
     if not weights:
         return ""
     return weights.get("note") or weights.get("kind", "")
+
+
+def ours_vs_paper_view(df: pd.DataFrame, method: str | None = None,
+                       metrics: Iterable[str] | None = None, index: str = "category",
+                       columns: str = "metric", last: Iterable[str] = ("mean",),
+                       digits: int = 2) -> str:
+    """The notebooks' wide view of a joined table as Markdown: one row per ``index`` value,
+    for each ``columns`` value our mean over seeds (``± sd`` where there are several seeds) and
+    the paper's printed value, and the number of seeds behind the row (the fewest); rows in
+    ``last`` go to the end. ``-``: not computed (ours) or not printed (paper)."""
+    sel = df if method is None else df[df["method"] == method]
+    if metrics is not None:
+        metrics = list(metrics)
+        sel = sel[sel["metric"].isin(metrics)]
+    keys = list(dict.fromkeys(sel[columns])) if metrics is None or columns != "metric" \
+        else [m for m in metrics if m in set(sel[columns])]
+    rows = list(dict.fromkeys(sel[index]))
+    rows = [r for r in rows if r not in last] + [r for r in last if r in rows]
+
+    def ours(g: pd.DataFrame) -> str:
+        if g.empty or pd.isna(g["value"].iloc[0]):
+            return "-"
+        v, sd = g["value"].iloc[0], g["sd"].iloc[0] if "sd" in g else np.nan
+        return f"{v:.{digits}f}" + ("" if pd.isna(sd) else f" ± {sd:.{digits}f}")
+
+    table = []
+    for r in rows:
+        here = sel[sel[index] == r]
+        line = [r]
+        for k in keys:
+            g = here[here[columns] == k]
+            paper = g["paper_value"].iloc[0] if len(g) else np.nan
+            line += [ours(g), "-" if pd.isna(paper) else f"{paper:.{digits}f}"]
+        seeds = here["seeds"].dropna() if "seeds" in here else pd.Series(dtype=float)
+        line.append(str(int(seeds.min())) if len(seeds) else "-")
+        table.append(line)
+    headers = [index, *[f"{k} {w}" for k in keys for w in ("ours", "paper")], "seeds"]
+    return tabulate(table, headers=headers, tablefmt="pipe", stralign="right",
+                    disable_numparse=True)

@@ -172,3 +172,20 @@ def test_a_mean_of_unlike_category_sets_has_no_difference():
     assert mean.paper_value == pytest.approx(99.5) and np.isnan(mean["diff"])
     assert "paper mean over" in mean.note and "ours over 1: no difference" in mean.note
     assert "no difference" in tables.to_markdown(joined)
+
+
+def test_the_wide_view_shows_mean_sd_seeds_and_the_paper():
+    recs = [_record("metal_plate", v) for v in (0.8, 0.9, 1.0)] + [_record("tubes", 0.5)]
+    for seed, r in enumerate(recs[:3]):
+        r["key"]["seed"] = seed
+    ours = tables.cells_from_records(recs, paper="n2n", table="table4", method="noise_to_norm",
+                                     metrics={"image_auroc": "image_auroc"})
+    joined = tables.join_with_paper("n2n", "table4", tables.add_means(ours))
+    view = tables.ours_vs_paper_view(joined[joined.variant == "lambda=0.3"],
+                                     metrics=["image_auroc"])
+    rows = {cells[0]: cells[1:] for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in view.splitlines()[2:])}
+    assert rows["metal_plate"][0] == "90.00 ± 10.00" and rows["metal_plate"][-1] == "3"
+    assert rows["tubes"][0] == "50.00" and rows["tubes"][-1] == "1"  # one seed: no sd
+    assert rows["bracket_black"][0] == "-" and rows["bracket_black"][1] != "-"  # paper only
+    assert list(rows)[-1] == "mean"  # the mean row last

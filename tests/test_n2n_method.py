@@ -112,7 +112,12 @@ def test_tiny_run_writes_a_complete_record(synthetic_root, scratch_store):
     assert 1 <= x["epochs"] <= 25 and len(x["history"]) == x["epochs"]
     assert x["n_val"] == round(0.2 * (x["n_train"] + x["n_val"]))
     arrays = store_for("smoke").arrays(RunKey(**rec["key"]))
-    assert set(arrays) == {"index", "image", "reconstruction", "mask", "map", "score"}
+    assert set(arrays) == {"index", "image", "reconstruction", "mask", "map", "score",
+                           "pixel_hist", "pixel_edges"}
+    from repro.pixelstats import binned_auroc  # the per-image histograms give the pixel AUROC
+
+    assert binned_auroc(arrays["pixel_hist"].sum(0)) == pytest.approx(
+        rec["metrics"]["pixel_auroc"], abs=0.01)
     picked = [rec["extra"]["scores"][i] for i in arrays["index"]]
     np.testing.assert_allclose(arrays["score"], picked, rtol=1e-6)
     # the image score is the configured rule (top-1% mean) of the map; both rules are stored

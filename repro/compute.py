@@ -82,10 +82,26 @@ def run_one(cell: Cell, profile: str, data_root: str | None, device: str,
         torch.set_num_threads(before)
 
 
+def shared_resource(cell: Cell) -> str | None:
+    """What a cell shares with other cells and builds on first use: PUAD's teacher (one per PDN
+    size for every category and seed); None for the others."""
+    if cell.paper == "puad" and cell.experiment == "main":
+        return f"puad-teacher-{'M' if 'size=M' in cell.variant else 'S'}"
+    return None
+
+
 def todo(rows: Sequence[PlanRow], recompute_stale: bool = True) -> list[PlanRow]:
-    """The rows to compute, longest first."""
+    """The rows to compute, longest first, except that of the cells sharing a resource only the
+    first keeps its place and the others go last: a second worker would otherwise wait on the
+    first one's lease while it builds the resource (a PUAD teacher: over an hour on a CPU)."""
     wanted = {"missing", "failed"} | ({"stale"} if recompute_stale else set())
-    return sorted((r for r in rows if r.status in wanted), key=lambda r: -r.estimate_s)
+    ordered = sorted((r for r in rows if r.status in wanted), key=lambda r: -r.estimate_s)
+    first, later, seen = [], [], set()
+    for r in ordered:
+        key = shared_resource(r.cell)
+        (later if key is not None and key in seen else first).append(r)
+        seen.add(key)
+    return first + later
 
 
 def _worker_env() -> dict[str, str]:

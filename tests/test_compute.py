@@ -140,3 +140,20 @@ def test_compute_recomputes_stale_cells_unless_told_not_to(flags, recompute, mon
     monkeypatch.setattr(repro.compute, "compute", lambda *a, **kw: seen.update(kw) or [])
     assert main(["compute", "--profile", "smoke", *flags]) == 0
     assert seen["recompute_stale"] is recompute
+
+
+def test_cells_sharing_a_teacher_do_not_start_together():
+    """Longest first, but a second PUAD-S cell would only wait on the first one's teacher
+    lease: it goes after every cell that can run meanwhile."""
+    from repro.compute import todo
+
+    def row(paper, variant, seed, s):
+        return grid.PlanRow(grid.Cell(paper, "main", "mvtec_loco" if paper == "puad" else
+                                      "mvtec_ad", "c", variant, seed, ()), "missing", s)
+
+    rows = [row("puad", "default", 0, 100), row("puad", "default", 1, 99),
+            row("puad", "size=M", 0, 98), row("pouta", "default", 0, 50),
+            row("tsdn", "default", 0, 10), row("puad", "default", 2, 97)]
+    order = [(r.cell.paper, r.cell.variant, r.cell.seed) for r in todo(rows)]
+    assert order == [("puad", "default", 0), ("puad", "size=M", 0), ("pouta", "default", 0),
+                     ("tsdn", "default", 0), ("puad", "default", 1), ("puad", "default", 2)]

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from .metrics import image_auroc
 from .pixelstats import binned_auroc
 
 N_BOOT = 2000
@@ -64,7 +65,6 @@ class Claim:
     dataset: str = ""
     method: str = ""  # the paper table's method column
     scores: tuple[str, str] | None = None  # PUAD: two score names of the same record
-    section: str = ""  # notebook anchor
 
 
 CLAIMS: dict[str, list[Claim]] = {
@@ -99,6 +99,9 @@ CLAIMS: dict[str, list[Claim]] = {
               "tableV", "pouta", "vanilla", "pixel_auroc", "mvtec_ad", "pouta"),
     ],
     "puad": [
+        # ours: the AUROC of good against every anomalous test image from the per-image
+        # scores (pooled); Table 3 does not say how its per-category AUROC pools the logical
+        # and structural images (its mean matches Table 2), read as the same pooled AUROC
         Claim("puad", "PUAD beats EfficientAD-S (Table 3)", "default", "default", "table3", "",
               "", dataset="mvtec_loco", method="puad", scores=("puad", "efficientad")),
     ],
@@ -118,7 +121,8 @@ LOSS_KEYS = {"n2n": ("train_loss", "val_loss"), "tsdn": ("r", "s", "g", "m", "f"
 
 
 def auroc_rows(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Image AUROC of each row of ``scores`` (R, n) for one label vector (ties count half)."""
+    """Image AUROC of each row of ``scores`` (R, n) for one label vector (ties count half): the
+    batched form of ``repro.metrics.image_auroc`` for thousands of bootstrap resamples."""
     labels = np.asarray(labels).astype(bool)
     ranks = rankdata(np.atleast_2d(scores), axis=-1)
     n_pos, n_neg = labels.sum(), (~labels).sum()
@@ -145,7 +149,7 @@ class Unit:
                 return binned_auroc(h.sum(0).reshape(which.shape[1:]))
             return binned_auroc((weights @ h).reshape(len(weights), *which.shape[1:]))
         if weights is None:
-            return auroc_rows(self.labels, which[None])[0]
+            return image_auroc(self.labels, which)
         # a stratified resample keeps the label layout: every row has the labels of the first
         return auroc_rows(self.labels[weights[0]], which[weights])
 
@@ -344,8 +348,9 @@ def claims_table(paper: str, records: Mapping[tuple, dict], profile: str,
     return pd.DataFrame(rows)
 
 
-def to_markdown(table: pd.DataFrame, link_prefix: str = "") -> str:
-    """The claims table as Markdown: claim, ours [interval], paper, backing, verdict."""
+def to_markdown(table: pd.DataFrame, link_prefix: str | None = "") -> str:
+    """The claims table as Markdown: claim, ours [interval], paper, backing, verdict; each
+    claim links to ``<link_prefix><notebook>`` (None: no links)."""
     lines = ["| claim | metric | ours (points) [95 % CI] | paper | categories x seeds | "
              "verdict |", "|---|---|---|---|---|---|"]
     for r in table.itertuples():
@@ -400,7 +405,7 @@ def all_claims(profile: str, data_root: str | None = None, n_boot: int = N_BOOT
 def show(paper: str, profile: str, data_root: str | None = None) -> pd.DataFrame:
     """Display ``paper``'s claims table under ``profile`` in a notebook (Markdown: the rule, the
     table, the runs that had not converged) and return it."""
-    from IPython.display import Markdown, display
+    from .report import md
 
     records, arrays = current_records(paper, profile, data_root)
     table = claims_table(paper, records, profile, arrays)
@@ -416,5 +421,5 @@ def show(paper: str, profile: str, data_root: str | None = None) -> pd.DataFrame
             late.append(f"- {r.claim} ({r.metric}): {'; '.join(runs[:3])}{more}")
     if late:
         text += ["Runs whose losses were still falling (the claim is inconclusive):", *late]
-    display(Markdown("\n".join(text)))
+    md("\n".join(text))
     return table

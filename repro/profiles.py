@@ -277,7 +277,8 @@ PROFILES: dict[str, Profile] = {
             # CPU-minutes per student run. Notebook 04 shows the distillation curves. Before
             # issue 11: 300 steps x batch 8, a teacher per run. distil_steps (issue 11, point
             # 11): 1200 (S) and 550 (M) steps left the loss still falling (S: 1.03 -> 0.73, about
-            # -0.04 per 300 steps at the end), so 3000 and 1100: about 75 and 80 CPU-minutes.
+            # -0.04 per 300 steps at the end), so 3000 and 1100: an estimated 72 and 81
+            # CPU-minutes (3000 x 1.45 s, 1100 x 4.4 s; not yet measured at these lengths).
             # spro off: the masks in ../shared/data are merged to 255, so every defect would be
             # read as "missing_top_label" and get its saturation threshold
             "puad": {"image_size": 128, "steps": 1000, "distil_steps": {"S": 3000, "M": 1100},

@@ -137,10 +137,8 @@ def convergence(records: dict, paper: str, profile: str) -> pd.DataFrame:
 
 def show_table(df: pd.DataFrame, floatfmt: str = ".2f", max_rows: int = 40) -> None:
     """A DataFrame as a Markdown table in the notebook (GitHub and JupyterLab render it)."""
-    from IPython.display import Markdown, display
-
     more = f"\n\n({len(df) - max_rows} more rows in the CSV)" if len(df) > max_rows else ""
-    display(Markdown(df.head(max_rows).to_markdown(index=False, floatfmt=floatfmt) + more))
+    md(df.head(max_rows).to_markdown(index=False, floatfmt=floatfmt) + more)
 
 
 def md(text: str) -> None:

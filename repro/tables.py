@@ -26,6 +26,7 @@ COLUMNS = ["paper", "table", *KEY, "value", "unit", "note"]
 META = ["profile", "data", "weights", "device"]
 SEED_COLUMNS = ["sd", "seeds"]  # over the seeds of a cell: standard deviation and count
 OUT_COLUMNS = [*COLUMNS, *SEED_COLUMNS, "paper_value", "diff", *META]
+MEAN_NOTE = "mean of "  # add_means' note, which _like_for_like_means reads back
 OWN_METHOD = {"n2n": "noise_to_norm", "tsdn": "tsdn", "pouta": "pouta", "puad": "puad"}
 
 
@@ -99,7 +100,7 @@ def add_means(df: pd.DataFrame, category: str = "mean") -> pd.DataFrame:
         row["value"] = g["value"].mean()
         row["sd"] = np.nan  # over categories, not seeds: no seed spread
         row["seeds"] = int(g["seeds"].min()) if "seeds" in g else 1
-        row["note"] = f"mean of {g['category'].nunique()} categories: {', '.join(g['category'])}"
+        row["note"] = f"{MEAN_NOTE}{g['category'].nunique()} categories: {', '.join(g['category'])}"
         row["data"] = "; ".join(sorted(set(g["data"])))  # e.g. "real mpdd/a; real mpdd/b"
         means.append(row)
     return pd.concat([df, pd.DataFrame(means)], ignore_index=True)
@@ -129,9 +130,6 @@ def join_with_paper(paper: str, table: str, ours: pd.DataFrame,
         merged[col] = merged[col].fillna(known[0] if len(known) == 1 else "")
     merged["note"] = merged["note"].fillna("")
     return merged[OUT_COLUMNS].reset_index(drop=True)
-
-
-MEAN_NOTE = "mean of "
 
 
 def _like_for_like_means(merged: pd.DataFrame, printed: pd.DataFrame) -> None:

@@ -32,8 +32,10 @@ def evaluate(records: Sequence[Record], scores: np.ndarray, maps: torch.Tensor |
         out["spro_0.05"] = metrics.spro(maps, regions, fpr_limit=0.05)
         return out
     labels = np.array([r.label for r in records])
-    masks = np.stack([load_mask(r, size) for r in records])
     out = {"image_auroc": metrics.image_auroc(labels, scores)}
+    if any(r.label == 1 and not r.mask_paths for r in records):
+        return out  # a folder dataset without masks: image metrics only
+    masks = np.stack([load_mask(r, size) for r in records])
     out.update(metrics.pixel_metrics(masks, maps))
     return out
 

@@ -190,7 +190,7 @@ def data_id(data_root: str | os.PathLike | None, profile: Profile, paper: str = 
                                "subfolder per dataset (mvtec_ad, mpdd, visa, mvtec_loco, dagm, "
                                "dtd); see README.")
         data = data_fingerprint(root, dataset, category, paper)
-    return f"{data} code-{code_version(paper)}" if paper else data
+    return f"{data} code-{code_version(paper, dataset or None)}" if paper else data
 
 
 def resolve_data_root(data_root: str | os.PathLike | None, profile: Profile) -> Path:
@@ -225,8 +225,9 @@ def cell_identity(paper: str, experiment: str, dataset: str, category: str, *,
     config.update(variant_overrides(exp, variant, config))
     config = resolve_auto(config)  # "auto" weights -> the TORCH_HOME file or None, before hashing
     if config.get("category_overrides"):  # a cell's identity holds only its own category's entry
-        own = config["category_overrides"].get(category)
-        config["category_overrides"] = {category: own} if own else {}
+        name = f"{dataset}/{category}"
+        own = config["category_overrides"].get(name)
+        config["category_overrides"] = {name: own} if own else {}
     key = RunKey(paper, experiment, dataset, category, variant or "default", seed, profile)
     return key, config, data_id(data_root, prof, paper, dataset, category)
 
@@ -260,7 +261,7 @@ def run_cell(paper: str, experiment: str, dataset: str, category: str, *, varian
     if store.status(key, config, did) != "done":
         preflight(store, root, dataset, category)
     seed_everything(seed)
-    check_code_unchanged(paper)
+    check_code_unchanged(paper, dataset)
     return store.run(key, lambda ctx: exp.fn(ctx, root), config=config, device=dev,
                      data=describe(root, dataset, [category]), data_id=did,
                      weights=exp.weights(config) if callable(exp.weights) else exp.weights)

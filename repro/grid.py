@@ -272,7 +272,7 @@ def work(cell: Cell, config: dict, n_full: int) -> dict[str, float]:
         from .methods.common import category_config
         from .methods.pouta import step_budget
 
-        cfg = category_config(config, cell.category)
+        cfg = category_config(config, cell.dataset, cell.category)
         n = cfg["shots"] or n_full
         steps = step_budget(cfg, n, n_full)[1] + \
             step_budget(cfg, n, n_full, cfg["rec_warmup_epochs"])[1]

@@ -93,9 +93,14 @@ PAPER_CONFIG: dict[str, dict] = {
         "penalty_gray_p": 0.3,  # public: Resize 512, RandomGrayscale(0.3), CenterCrop 256
         "imagenet_dir": None,  # ImageNet-like images (penalty, distillation); None: DTD substitute
         "augment_range": [0.8, 1.2],  # printed: brightness/contrast/saturation factor for the AE
-        "map_quantiles": [0.9, 0.995],  # printed: q_a, q_b of the validation maps; ours
-        #                                (nelson1425): taken on the 56x56 PDN grid, PUAD's code
-        #                                takes them on the maps upsampled to 256x256
+        "map_quantiles": [0.9, 0.995],  # printed: q_a, q_b of the validation maps
+        "score_maps": "input",  # public (PUAD's code, issue 14): the 56x56 ST and AE maps are
+        #                       upsampled bilinearly to the input size (256x256, no padding)
+        #                       before the quantiles and the image maximum; named variant
+        #                       "grid": both on the 56x56 PDN grid (nelson1425 takes its
+        #                       quantiles there; our rule before issue 14)
+        "val_fraction": 0.15,  # public: without a validation split (all but MVTec LOCO) PUAD's
+        "val_seed": 42,  #       code holds out 15 % of train/good, seed 42 (our generator)
         "teacher_weights": None,  # a teacher state dict to load instead of distilling
         "backbone_weights": "auto",  # torchvision wide_resnet101_2 IMAGENET1K_V1 .pth: distil
         #                           from WRN-101 as printed; "auto": its standard file under
@@ -136,8 +141,9 @@ PAPER_CONFIG: dict[str, dict] = {
         "support_draw": 0,  # ours: which seeded draw of the k images (0, 1, 2; Table IV averages
         #                    the draws); draw d uses select_support seed (seed + 1000 d), draw 0
         #                    is the list committed before there were draws
-        "category_overrides": {},  # ours: {category: {key: value}} applied on top of the profile
-        #                           for one category (real_subset: grid at 256 px, issue 11); a
+        "category_overrides": {},  # ours: {"<dataset>/<category>": {key: value}} applied on
+        #                           top of the profile for one category (real_subset: grid
+        #                           at 256 px, issue 11); a
         #                           cell's identity holds only its own category's entry
         "rec_warmup_epochs": 0,  # printed: one joint training from the first step; ours, a
         #                         value > 0: that many epochs (full-data epochs, as many steps
@@ -204,8 +210,9 @@ PAPER_CONFIG: dict[str, dict] = {
         #                         lambda_f x L_FNE so small that the FNE never learned W_gt.
         "ssim_sigma": 1.5,  # RIAD: SSIM window 11, sigma 1.5 (L_s and the FNE target)
         "map_sigma": 4.0,  # ours: Gaussian blur G of the score map, in pixels at 352
-        "category_overrides": {},  # ours: {category: {key: value}} on top of the profile for
-        #                           one category (real_subset: grid at 256 px, issue 11)
+        "category_overrides": {},  # ours: {"<dataset>/<category>": {key: value}} on top of
+        #                           the profile for one category (real_subset: grid at
+        #                           256 px, issue 11)
         "checkpoint_every": 10,  # epochs
         "latency_repeats": 50,  # batch-1 latency: median of 50 calls after 3 warm-up calls
     },
@@ -254,7 +261,8 @@ PROFILES: dict[str, Profile] = {
             "pouta": {"image_size": 128, "epochs": 120, "rec_width": 16, "vanilla_width": 14,
                       "c2f_widths": [24, 24, 48, 96], "score_pool": 11, "checkpoint_every": 20,
                       "latency_size": 128, "latency_repeats": 20, "workers": 0,
-                      "category_overrides": {"grid": {"image_size": 256, "train_crop": 128,
+                      "category_overrides": {"mvtec_ad/grid": {"image_size": 256,
+                                                               "train_crop": 128,
                                                       "score_pool": 23,
                                                       "rec_warmup_epochs": 150}}},
             # CPU budget: 34 min measured for the 21 grid, toothbrush and metal_plate runs
@@ -270,7 +278,8 @@ PROFILES: dict[str, Profile] = {
             "tsdn": {"image_size": 128, "epochs": 60, "lr": 5e-4, "c": 32,
                      "widths": [128, 64, 32, 16, 16], "fne_hidden": [128, 64], "map_sigma": 2.0,
                      "checkpoint_every": 10, "latency_repeats": 20,
-                     "category_overrides": {"grid": {"image_size": 256, "map_sigma": 4.0}}},
+                     "category_overrides": {"mvtec_ad/grid": {"image_size": 256,
+                                                              "map_sigma": 4.0}}},
             # CPU budget: one teacher per size, shared by every category and seed (measured:
             # 1.45 s per step of batch 4 for PDN-S at 128 px, about 4.4 s for PDN-M, one thread;
             # lr 1e-4 and 5e-4 gave the same loss over the first 50 steps), then about 20

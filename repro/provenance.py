@@ -33,6 +33,11 @@ ORCHESTRATION = frozenset({
 })
 DATASET_FILES = {"visa": ("split_csv",)}  # dataset-level files a category's split depends on
 READS_DTD = frozenset({"pouta", "puad"})
+# the module that reads each dataset's layout: a cell's code version holds its own dataset's
+# reader only, so a fix in one reader (e.g. the folder format) leaves the others' records current
+READERS = {"mvtec_ad": "repro.data.mvtec", "mpdd": "repro.data.mvtec", "visa": "repro.data.visa",
+           "mvtec_loco": "repro.data.loco", "dagm": "repro.data.dagm",
+           "folder": "repro.data.folder"}
 
 
 def _module_file(name: str) -> Path | None:
@@ -77,8 +82,9 @@ def _normalised(tree: ast.Module) -> str:
     return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
-def code_modules(paper: str) -> list[str]:
-    """The modules whose code computes ``paper``'s records, sorted."""
+def code_modules(paper: str, dataset: str | None = None) -> list[str]:
+    """The modules whose code computes ``paper``'s records (on ``dataset``: without the other
+    datasets' readers), sorted."""
     seen, todo = set(), [f"repro.methods.{paper}"]
     while todo:
         name = todo.pop()
@@ -90,20 +96,22 @@ def code_modules(paper: str) -> list[str]:
         seen.add(name)
         tree = ast.parse(path.read_text(), filename=str(path))
         todo.extend(_imports(name, tree, path.name == "__init__.py"))
+    if dataset is not None:
+        seen -= set(READERS.values()) - {READERS.get(dataset)}
     return sorted(seen)
 
 
 @cache
-def code_version(paper: str) -> str:
+def code_version(paper: str, dataset: str | None = None) -> str:
     """12 hex digits over the normalised syntax trees of :func:`code_modules`, as this process
     first saw them (the code it runs: see :func:`check_code_unchanged`)."""
-    return code_version_on_disk(paper)
+    return code_version_on_disk(paper, dataset)
 
 
-def code_version_on_disk(paper: str) -> str:
+def code_version_on_disk(paper: str, dataset: str | None = None) -> str:
     """:func:`code_version` of the files as they are now."""
     h = hashlib.sha256()
-    for name in code_modules(paper):
+    for name in code_modules(paper, dataset):
         path = _module_file(name)
         h.update(name.encode() + b"\0" + _normalised(ast.parse(path.read_text())).encode() + b"\0")
     return h.hexdigest()[:12]
@@ -113,17 +121,18 @@ def prime_code_versions(papers) -> None:
     """Record the code version of every paper when the process loads the package, so that a
     later edit of ``repro/`` cannot be stamped on records computed by the code loaded before."""
     for paper in papers:
-        code_version(paper)
+        for dataset in (None, *READERS):
+            code_version(paper, dataset)
 
 
-def check_code_unchanged(paper: str) -> None:
+def check_code_unchanged(paper: str, dataset: str | None = None) -> None:
     """Refuse to compute with code that no longer matches its files: a long-lived worker (Ray,
     a notebook kernel) that loaded ``repro/`` before an edit would run the old code under the
     new version, or the other way round."""
-    now = code_version_on_disk(paper)
-    if now != code_version(paper):
+    now = code_version_on_disk(paper, dataset)
+    if now != code_version(paper, dataset):
         raise ValueError(f"{paper}: repro/ changed on disk since this process loaded it (code "
-                         f"{code_version(paper)} -> {now}); restart the compute (or the "
+                         f"{code_version(paper, dataset)} -> {now}); restart the compute (or the "
                          f"notebook kernel) so the records carry the code that made them")
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .env import versions
+from .env import display_path, versions
 
 RECORD_FORMAT = 1
 
@@ -322,6 +322,11 @@ class RunStore:
                 out.append(rec)
         return out
 
+    def model_path(self, key: RunKey, chash: str) -> Path:
+        """The trained model of a finished run (its parts' state dicts, for ``predict``): in the
+        cache, not in ``results/`` (weights are not committed); the record names it."""
+        return self.cache_dir / "models" / key.profile / f"{key.slug()}-{chash}.pt"
+
     def failure_path(self, key: RunKey) -> Path:
         """Where a failed attempt leaves its error (removed by the next successful one)."""
         return self.runs_dir / f"{key.slug()}.failed"
@@ -416,6 +421,12 @@ class RunStore:
             "started": started,
             "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         }
+        if out.get("model"):  # the final weights, for `predict`
+            model_path = self.model_path(key, chash)
+            atomic_torch_save({name: {k: v.detach().cpu() for k, v in part.state_dict().items()}
+                               for name, part in out["model"].items()}, model_path)
+            record["model"] = {"path": display_path(model_path),
+                               "parts": sorted(out["model"])}
         if out.get("arrays"):  # written first: a record on disk implies its arrays exist
             atomic_write_npz(self.arrays_path(key), out["arrays"])
         atomic_write_text(self.path(key), dump_json(record))

@@ -210,11 +210,13 @@ def test_category_overrides_apply_to_their_category_only():
     from repro.methods.pouta import category_config
     from repro.profiles import paper_config
 
-    cfg = {**paper_config("pouta", "smoke"), "category_overrides": {"grid": {"epochs": 7}}}
-    assert category_config(cfg, "grid")["epochs"] == 7
-    assert category_config(cfg, "toothbrush")["epochs"] == cfg["epochs"] != 7
+    cfg = {**paper_config("pouta", "smoke"), "category_overrides": {"mvtec_ad/grid": {"epochs": 7}}}
+    assert category_config(cfg, "mvtec_ad", "grid")["epochs"] == 7
+    assert category_config(cfg, "folder", "grid")["epochs"] == cfg["epochs"]  # not by name
+    assert category_config(cfg, "mvtec_ad", "toothbrush")["epochs"] == cfg["epochs"] != 7
     with pytest.raises(ValueError, match="unknown keys"):
-        category_config({**cfg, "category_overrides": {"grid": {"epoch": 7}}}, "grid")
+        category_config({**cfg, "category_overrides": {"mvtec_ad/grid": {"epoch": 7}}}, "mvtec_ad",
+                        "grid")
 
 
 def test_training_crops_are_windows_of_the_clean_image_and_reproducible():

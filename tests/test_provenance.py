@@ -29,6 +29,10 @@ def test_code_modules_follow_the_imports_of_one_paper():
     assert "repro.methods.teacher" in provenance.code_modules("puad")
     versions = {p: provenance.code_version(p) for p in grid.PAPERS}
     assert len(set(versions.values())) == len(versions)  # one per paper
+    # a cell holds its own dataset's reader only: the folder format is not in an MVTec cell's
+    assert "repro.data.folder" not in provenance.code_modules("tsdn", "mvtec_ad")
+    assert "repro.data.folder" in provenance.code_modules("tsdn", "folder")
+    assert "repro.data.mvtec" in provenance.code_modules("tsdn", "mpdd")
 
 
 def test_data_id_names_the_data_and_the_code(synthetic_root):
@@ -37,7 +41,7 @@ def test_data_id_names_the_data_and_the_code(synthetic_root):
     smoke = get_profile("smoke")
     key, config, did = cell_identity("baseline", "ae", "mvtec_ad", "grid", profile="smoke")
     assert did == f"synthetic-{smoke.synthetic.fingerprint()} " \
-                  f"code-{provenance.code_version('baseline')}"
+                  f"code-{provenance.code_version('baseline', 'mvtec_ad')}"
     # a generated folder passed as DATA_ROOT is named by its generator fingerprint
     _, _, passed = cell_identity("baseline", "ae", "mvtec_ad", "grid", profile="smoke",
                                  data_root=str(synthetic_root))
@@ -93,7 +97,7 @@ def test_a_record_of_other_data_or_older_code_is_not_returned(real_looking_root,
     provenance._real_fingerprint.cache_clear()
 
     # older code: the same data and config, another code version of the paper
-    monkeypatch.setattr("repro.experiments.code_version", lambda paper: "0123456789ab")
+    monkeypatch.setattr("repro.experiments.code_version", lambda paper, dataset=None: "0123456789ab")
     row = {r.cell.category: r for r in grid.plan("smoke", str(real_looking_root),
                                                  paper="baseline", dataset="mvtec_ad")}["grid"]
     assert (row.status, row.error) == ("stale", "code changed")
@@ -110,7 +114,7 @@ def test_a_worker_refuses_code_edited_after_it_loaded_it(synthetic_root, scratch
     from repro import experiments, provenance
 
     monkeypatch.setattr(experiments, "check_code_unchanged", provenance.check_code_unchanged)
-    monkeypatch.setattr(provenance, "code_version_on_disk", lambda paper: "edited000000")
+    monkeypatch.setattr(provenance, "code_version_on_disk", lambda paper, dataset=None: "edited000000")
     with pytest.raises(ValueError, match="changed on disk.*restart"):
         experiments.run_cell("baseline", "ae", "mvtec_ad", "grid", variant="steps=2",
                              profile="smoke", data_root=str(synthetic_root), device="cpu")

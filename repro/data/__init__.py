@@ -1,7 +1,8 @@
 """Data layer: one loader per official layout, one record/sample type, one error type.
 
 ``DATA_ROOT`` holds one subfolder per dataset, named as in ``../shared/data``:
-``mvtec_ad``, ``mpdd``, ``visa``, ``mvtec_loco``, ``dagm``, ``dtd``. With no ``DATA_ROOT`` the
+``mvtec_ad``, ``mpdd``, ``visa``, ``mvtec_loco``, ``dagm``, ``dtd``, and ``folder`` for your own
+images (:mod:`repro.data.folder`: one subfolder per dataset). With no ``DATA_ROOT`` the
 synthetic datasets of :mod:`repro.data.synthetic` are written to the cache and used instead.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..env import display_path
-from . import dagm, loco, mvtec, visa
+from . import dagm, folder, loco, mvtec, visa
 from .common import (
     DatasetError,
     ImageDataset,
@@ -34,6 +35,8 @@ class DatasetFormat:
     categories: tuple[str, ...]
     splits: tuple[str, ...]
     lister: Callable[[Path, str, str], list[Record]]
+    # the categories present under a dataset's root, for formats without fixed names
+    discover: Callable[[Path], list[str]] | None = None
 
 
 DATASETS: dict[str, DatasetFormat] = {
@@ -47,6 +50,7 @@ DATASETS: dict[str, DatasetFormat] = {
     "mvtec_loco": DatasetFormat("mvtec_loco", loco.LOCO_CATEGORIES, loco.SPLITS,
                                 loco.list_records),
     "dagm": DatasetFormat("dagm", dagm.DAGM_CATEGORIES, ("train", "test"), dagm.list_records),
+    "folder": DatasetFormat("folder", (), folder.SPLITS, folder.list_records, folder.discover),
 }
 
 
@@ -57,8 +61,17 @@ def _format(dataset: str) -> DatasetFormat:
 
 
 def categories(dataset: str) -> tuple[str, ...]:
-    """The official category names of a dataset."""
+    """The official category names of a dataset (none for ``folder``: see
+    :func:`present_categories`)."""
     return _format(dataset).categories
+
+
+def options(data_root: Path, dataset: str, category: str) -> dict:
+    """Method options that a dataset sets explicitly: a folder dataset's ``dataset.yaml``
+    (``foreground``); nothing for the official datasets."""
+    if dataset == "folder":
+        return folder.options(Path(data_root) / dataset, category)
+    return {}
 
 
 def list_records(data_root: Path, dataset: str, category: str, split: str) -> list[Record]:
@@ -73,9 +86,13 @@ def load_split(data_root: Path, dataset: str, category: str, split: str,
 
 
 def present_categories(data_root: Path, dataset: str) -> list[str]:
-    """Official categories that have a folder under ``DATA_ROOT/<dataset>``."""
+    """Official categories that have a folder under ``DATA_ROOT/<dataset>`` (for ``folder``:
+    every subfolder with a ``dataset.yaml``)."""
     root = Path(data_root) / dataset
-    return [c for c in _format(dataset).categories if (root / c).is_dir()]
+    fmt = _format(dataset)
+    if fmt.discover is not None:
+        return fmt.discover(root)
+    return [c for c in fmt.categories if (root / c).is_dir()]
 
 
 def is_synthetic(data_root: Path) -> bool:
@@ -86,7 +103,8 @@ def describe(data_root: Path, dataset: str, wanted: Sequence[str] | None = None)
     """Provenance of the data a run used: real or synthetic, which categories were missing."""
     data_root = Path(data_root)
     present = present_categories(data_root, dataset)
-    wanted = list(wanted) if wanted is not None else list(_format(dataset).categories)
+    wanted = list(wanted) if wanted is not None else \
+        list(_format(dataset).categories or present)
     info = {
         "kind": "synthetic" if is_synthetic(data_root) else "real",
         "root": display_path(data_root),  # relative to the repository: no machine's path
@@ -101,7 +119,7 @@ def describe(data_root: Path, dataset: str, wanted: Sequence[str] | None = None)
 
 __all__ = [
     "DATASETS", "DatasetError", "DatasetFormat", "ImageDataset", "Record", "Sample",
-    "categories", "describe", "holdout_split", "is_synthetic", "list_records",
+    "categories", "describe", "options", "holdout_split", "is_synthetic", "list_records",
     "load_mask", "load_split", "load_support", "present_categories", "read_image", "read_mask",
     "save_support", "select_support", "stack_images",
 ]
@@ -118,7 +136,7 @@ def check_category(data_root: Path, dataset: str, category: str) -> dict:
     test = list_records(data_root, dataset, category, "test")
     n_masks = 0
     for r in test:
-        if r.label == 1 and not r.mask_paths and dataset != "dagm":
+        if r.label == 1 and not r.mask_paths and dataset not in ("dagm", "folder"):
             raise DatasetError(f"{r.path}: a defective test image without a ground-truth mask")
         if not r.mask_paths:
             continue

@@ -80,6 +80,7 @@ class SyntheticSpec:
     mvtec_loco: tuple[str, ...] = ("juice_bottle",)
     dagm: tuple[str, ...] = ("Class1",)
     dtd: tuple[str, ...] = ("banded", "bubbly")
+    folder: tuple[str, ...] = ("parts",)  # own-data layout (repro.data.folder)
 
     def fingerprint(self) -> str:
         """Short stable digest of all fields and the generator version (cache key)."""
@@ -667,6 +668,41 @@ def write_mvtec(root: str | os.PathLike[str], categories: Iterable[str], *, seed
     return root
 
 
+def write_folder(root: str | os.PathLike[str], names: Iterable[str], *, seed: int = 0,
+                 image_size: int = 128, n_train: int = 24, n_test_good: int = 8,
+                 n_test_defect_per_type: int = 4) -> Path:
+    """Folder datasets (:mod:`repro.data.folder`) as a user might bring them: ``good/`` and one
+    folder per defect type, masks under ``masks/<type>/<stem>_mask.png``, a ``dataset.yaml``;
+    the suffixes mix letter cases and PNG with JPEG (``.PNG``, ``.jpg``), as real folders do."""
+    root = Path(root)
+    size = (image_size, image_size)
+    n_good = n_train + n_test_good
+    for name in names:
+        st = _style(seed, name)
+        base = root / name
+        for i in range(n_good):
+            img, _ = _sample(st, size, None, _rng(seed, "folder", name, "good", i))
+            suffix = (".png", ".PNG", ".jpg")[i % 3]
+            _save_image(img, base / "good" / f"img{i:03d}{suffix}", gray=st.gray,
+                        jpeg=suffix == ".jpg")
+        for defect in st.defects:
+            for i in range(n_test_defect_per_type):
+                img, mask = _sample(st, size, defect, _rng(seed, "folder", name, defect, i))
+                assert mask is not None
+                _save_image(img, base / defect / f"{defect}_{i:02d}.PNG", gray=st.gray)
+                _save_mask(mask, base / "masks" / defect / f"{defect}_{i:02d}_mask.png", 255)
+        fraction = n_test_good / n_good
+        (base / "dataset.yaml").write_text(
+            "# written by repro.data.synthetic.write_folder\n"
+            "good: good\n"
+            f"defective: [{', '.join(st.defects)}]\n"
+            "masks: masks/{defect}\n"
+            "mask_suffix: _mask\n"
+            f"test_good_fraction: {fraction:.6f}\n"
+            f"split_seed: {seed}\n")
+    return root
+
+
 # --------------------------------------------------------------------------------------------
 # VisA
 # --------------------------------------------------------------------------------------------
@@ -988,7 +1024,8 @@ def _provenance(spec: SyntheticSpec) -> str:
 
 
 def write_all(root: str | os.PathLike[str], spec: SyntheticSpec) -> Path:
-    """All six datasets under root/{mvtec_ad,mpdd,visa,mvtec_loco,dagm,dtd} + SYNTHETIC.json."""
+    """All six datasets under root/{mvtec_ad,mpdd,visa,mvtec_loco,dagm,dtd}, a folder dataset
+    under root/folder, and SYNTHETIC.json."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     common = {"seed": spec.seed, "n_train": spec.n_train, "n_test_good": spec.n_test_good,
@@ -1000,6 +1037,7 @@ def write_all(root: str | os.PathLike[str], spec: SyntheticSpec) -> Path:
                n_validation=spec.n_validation, **common)
     write_dagm(root / "dagm", spec.dagm, image_size=spec.image_size, **common)
     write_dtd(root / "dtd", spec.dtd, seed=spec.seed, image_size=spec.image_size)
+    write_folder(root / "folder", spec.folder, image_size=spec.image_size, **common)
     (root / PROVENANCE_FILE).write_text(_provenance(spec))
     return root
 

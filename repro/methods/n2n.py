@@ -331,12 +331,18 @@ def run(ctx: RunContext, data_root: Path) -> dict:
         maps_other, _ = anomaly_maps(net, x_test, {**cfg, "ssim_padding": other}, key.seed)
     profiles = {cfg["ssim_padding"]: border_profile(maps[good]),
                 other: border_profile(maps_other[good])}
+    threshold = {}
+    if cfg["reconstruction"] == "network":  # `predict`: the trained network and the scores of
+        val_maps, _ = anomaly_maps(net, x_val, cfg, key.seed)  # the held-out good images
+        threshold = {"threshold_scores": [float(v) for v in image_scores(
+            val_maps, cfg["score_rule"], cfg["score_topk"])], "threshold_images": "validation"}
     return {
+        "model": {"net": net} if cfg["reconstruction"] == "network" else {},
         "arrays": examples(test, x_test, recons, maps, cfg["image_size"], scores)
         if key.variant in ("default", "reconstruction=blur") else pixel_arrays(test, maps),
         "metrics": metrics,
         "extra": {
-            **facts,
+            **facts, **threshold,
             "n_train": len(train), "n_val": len(val), "n_test": len(test),
             "latency_ms": latency_ms(net, cfg, device),
             "pixel_threshold": f1_threshold(masks, maps.cpu().numpy()),

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from ..data import list_records, load_support, save_support, select_support, stack_images
+from ..data import options as dataset_options
 from ..data.dtd import list_textures
 from ..env import results_dir
 from ..evaluate import defect_examples, evaluate
@@ -198,9 +199,21 @@ def cost(model, size: int, device: torch.device, repeats: int, pool: int) -> dic
                           size, device, repeats)
 
 
+def foreground_rule(enabled: bool, data_root: Path, dataset: str, category: str
+                    ) -> tuple[float, bool] | None:
+    """The foreground rule of the anomaly synthesis: MemSeg's table for the MVTec AD object
+    categories; a folder dataset's explicit ``foreground`` option; otherwise none. Keyed by the
+    dataset as well as the name, so a folder dataset called "toothbrush" gets no MVTec rule."""
+    if not enabled:
+        return None
+    if dataset == "mvtec_ad":
+        return FOREGROUND.get(category)
+    return dataset_options(data_root, dataset, category).get("foreground")
+
+
 def run(ctx: RunContext, data_root: Path) -> dict:
     key, device = ctx.key, ctx.device
-    cfg = category_config(ctx.config, key.category)
+    cfg = category_config(ctx.config, key.dataset, key.category)
     s = cfg["image_size"]
     train, full, train_note = training_records(ctx, cfg, data_root)
     epochs, max_steps = step_budget(cfg, len(train), len(full))
@@ -209,7 +222,7 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     x_train = stack_images(train, s)
     dtd = Path(data_root) / "dtd"
     textures = list_textures(dtd) if (dtd / "images").is_dir() else []
-    fg_rule = FOREGROUND.get(key.category) if cfg["foreground"] else None
+    fg_rule = foreground_rule(cfg["foreground"], data_root, key.dataset, key.category)
     foregrounds = [foreground_mask(img, *fg_rule) if fg_rule else None for img in x_train]
     synth = SynthesisConfig(p_anomaly=cfg["p_anomaly"], p_texture=cfg["p_texture"],
                             beta_max=cfg["beta_max"])
@@ -284,14 +297,20 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     with ctx.timer("metrics_s"):
         metrics = evaluate(test, scores, maps, dataset=key.dataset, data_root=data_root)
     train_s = ctx.timings.get("train_s", 0.0)
+    # `predict`: the model, and the image scores of its training images (none are held out)
+    train_maps, _ = predict(model, x_train.to(device))
     return {
+        "model": {"model": model},
         "metrics": metrics,
         "arrays": {**defect_examples(test, x_test, recons, maps, s),
                    **pixel_arrays(test, maps)},  # pixel AUROC of any subset (repro.claims)
         "extra": {
+            "threshold_scores": [float(v) for v in image_scores(train_maps, cfg["score_pool"])],
+            "threshold_images": "train",
             "train_images": train_note, "n_train": len(train), "n_test": len(test),
             "n_full_train": len(full), "steps": steps, "warmup_steps": warm_steps,
-            "category_overrides": ctx.config["category_overrides"].get(key.category, {}),
+            "category_overrides": ctx.config["category_overrides"].get(
+                f"{key.dataset}/{key.category}", {}),
             "textures": f"{len(textures)} DTD images" if textures
             else "none found: procedural textures",
             "foreground": list(fg_rule) if fg_rule else None,

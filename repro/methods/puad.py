@@ -35,12 +35,12 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ..data import DatasetError, list_records, load_mask, stack_images
+from ..data import DatasetError, holdout_split, list_records, load_mask, stack_images
 from ..data.common import image_size_of, list_images
 from ..data.dtd import list_textures
 from ..env import resolve_path
 from ..evaluate import evaluate
-from ..metrics import loco_image_aurocs
+from ..metrics import image_auroc, loco_image_aurocs
 from ..networks import IMAGENET_MEAN, IMAGENET_STD, count_parameters, median_latency_ms
 from ..networks.efficientad import TEACHER_CHANNELS, autoencoder, pdn
 from ..runs import RunContext
@@ -118,14 +118,26 @@ def mahalanobis_factor(features: np.ndarray) -> tuple[torch.Tensor, torch.Tensor
     return torch.from_numpy(w).float(), torch.from_numpy(w @ lw.location_).float()
 
 
+def quantiles_of(v: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
+    """``torch.quantile`` of all values (linear interpolation); through NumPy above
+    torch.quantile's input limit of 2**24 elements (many upsampled validation maps)."""
+    flat = v.flatten()
+    if flat.numel() <= 2 ** 24:
+        return torch.quantile(flat, torch.tensor(qs, device=v.device, dtype=v.dtype))
+    return torch.as_tensor(np.quantile(flat.cpu().numpy(), qs), device=v.device, dtype=v.dtype)
+
+
 class EfficientADPUAD(nn.Module):
     """Teacher (normalisation fused), student and autoencoder with everything fitted after
     training as buffers. ``forward(x)`` takes images in [0, 1] and returns one score per image:
     EfficientAD's, or PUAD's with ``puad=True``."""
 
     def __init__(self, teacher: nn.Module, student: nn.Module, ae: nn.Module,
-                 t_mean: torch.Tensor, t_std: torch.Tensor):
+                 t_mean: torch.Tensor, t_std: torch.Tensor, score_size: int | None = None):
         super().__init__()
+        # score_maps "input" (PUAD's code): the maps are upsampled bilinearly to the input size
+        # (score_size, no padding) before the quantiles and the image maximum; None: the PDN grid
+        self.score_size = score_size
         self.teacher = fuse_normalisation(teacher, t_mean, t_std).eval()
         self.student, self.ae = student.eval(), ae.eval()
         self.register_buffer("in_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
@@ -152,6 +164,18 @@ class EfficientADPUAD(nn.Module):
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         return (t - s[:, :C]).pow(2).mean(1), (a - s[:, C:]).pow(2).mean(1)
 
+    def score_resolution(self, m: torch.Tensor) -> torch.Tensor:
+        """Maps (N, h, w) at the resolution where quantiles and image maxima are taken."""
+        if self.score_size is None:
+            return m
+        size = (self.score_size, self.score_size)
+        return F.interpolate(m[:, None], size=size, mode="bilinear")[:, 0]
+
+    def image_max(self, m: torch.Tensor) -> torch.Tensor:
+        """The image score of combined maps: their maximum (bilinear upsampling is linear, so
+        the maximum of the upsampled combined map is that of the upsampled, combined parts)."""
+        return self.score_resolution(m).flatten(1).amax(1)
+
     def combined_map(self, t, s, a) -> torch.Tensor:
         st, ae = self.raw_maps(t, s, a)
         k = self.map_affine
@@ -165,12 +189,12 @@ class EfficientADPUAD(nn.Module):
     def forward(self, x: torch.Tensor, puad: bool = False) -> torch.Tensor:
         t, s, a = self.outputs(x)
         if not puad:
-            return self.combined_map(t, s, a).flatten(1).amax(1)
+            return self.image_max(self.combined_map(t, s, a))
         # z(max map) = max(z-scaled map); z(distance) = ||(W y - W mu) / std|| - mean / std,
         # the constant moved into the map's bias: the sum costs one addition
         st, ae = self.raw_maps(t, s, a)
         k = self.puad_affine
-        score = (k[0] * st + k[1] * ae + k[2]).flatten(1).amax(1)
+        score = self.image_max(k[0] * st + k[1] * ae + k[2])
         v = torch.addmm(self.puad_bias, s[:, :C].mean((2, 3)), self.puad_w.T)
         return score + torch.linalg.vector_norm(v, dim=1)
 
@@ -193,7 +217,7 @@ class EfficientADPUAD(nn.Module):
         for i in range(0, len(x), batch_size):
             t, s, a = self.outputs(x[i:i + batch_size])
             m = self.combined_map(t, s, a)
-            e = m.flatten(1).amax(1)
+            e = self.image_max(m)
             ds = self.distance(s[:, :C], self.w_student, self.wmu_student)
             dt = self.distance(t, self.w_teacher, self.wmu_teacher)
             ze = (e - z[0, 0]) / z[0, 1]
@@ -210,8 +234,8 @@ class EfficientADPUAD(nn.Module):
             batch_size: int = 16) -> dict:
         """Quantile map normalisation and z-scores on the validation images, Mahalanobis
         statistics on the training images. Returns what was fitted (for the record).
-        The quantiles are taken on the PDN output grid (ours, as nelson1425; PUAD's code takes
-        them on the maps upsampled to the input size)."""
+        The quantiles are taken on the maps at :meth:`score_resolution`: upsampled to the input
+        size as in PUAD's code, or on the PDN output grid as in nelson1425's."""
         def run(x):
             ts, ss, st, ae = [], [], [], []
             for i in range(0, len(x), batch_size):
@@ -219,8 +243,8 @@ class EfficientADPUAD(nn.Module):
                 m_st, m_ae = self.raw_maps(t, s, a)
                 ts.append(t.mean((2, 3)))
                 ss.append(s[:, :C].mean((2, 3)))
-                st.append(m_st)
-                ae.append(m_ae)
+                st.append(self.score_resolution(m_st))
+                ae.append(self.score_resolution(m_ae))
             return torch.cat(ts), torch.cat(ss), torch.cat(st), torch.cat(ae)
 
         t_tr, s_tr, _, _ = run(x_train)
@@ -230,8 +254,7 @@ class EfficientADPUAD(nn.Module):
             getattr(self, f"wmu_{who}").copy_(wmu)
         _, _, st_val, ae_val = run(x_val)
         qa, qb = quantiles
-        q_st = torch.quantile(st_val.flatten(), torch.tensor([qa, qb], device=st_val.device))
-        q_ae = torch.quantile(ae_val.flatten(), torch.tensor([qa, qb], device=ae_val.device))
+        q_st, q_ae = quantiles_of(st_val, (qa, qb)), quantiles_of(ae_val, (qa, qb))
         # 0.5 * 0.1 * (st - qa) / (qb - qa) + 0.5 * 0.1 * (ae - qa') / (qb' - qa')
         a_st, a_ae = 0.05 / (q_st[1] - q_st[0]), 0.05 / (q_ae[1] - q_ae[0])
         self.map_affine.copy_(torch.stack([a_st, a_ae, -a_st * q_st[0] - a_ae * q_ae[0]]))
@@ -386,9 +409,13 @@ def examples(test, x_test, maps, scores: dict[str, np.ndarray], size: int) -> di
             roles.append(role)
 
     take(types == "good", False, "good")
-    take(types == "logical_anomalies", True, "logical, highest EfficientAD score")
-    take(types == "logical_anomalies", False, "logical, lowest EfficientAD score")
-    take(types == "structural_anomalies", True, "structural, highest EfficientAD score")
+    if (types == "logical_anomalies").any():
+        take(types == "logical_anomalies", True, "logical, highest EfficientAD score")
+        take(types == "logical_anomalies", False, "logical, lowest EfficientAD score")
+        take(types == "structural_anomalies", True, "structural, highest EfficientAD score")
+    else:  # a dataset without LOCO's defect types
+        take(types != "good", True, "defective, highest EfficientAD score")
+        take(types != "good", False, "defective, lowest EfficientAD score")
     up = F.interpolate(maps[picked][:, None], size=(size, size), mode="bilinear")[:, 0]
     return {
         "image": (x_test[picked] * 255).round().byte().cpu().numpy(),
@@ -397,6 +424,27 @@ def examples(test, x_test, maps, scores: dict[str, np.ndarray], size: int) -> di
         "role": np.array(roles),
         **{f"score_{k}": v[picked].astype(np.float32) for k, v in scores.items()},
     }
+
+
+VALIDATION_SPLIT = ("mvtec_loco",)  # datasets with a validation split of good images
+
+
+def splits(cfg: dict, data_root: Path, dataset: str, category: str) -> tuple[list, list, list]:
+    """Train, validation and test records. Without a validation split (every dataset but MVTec
+    LOCO) a seeded ``val_fraction`` of train/good is held out, as PUAD's code does (15 %)."""
+    train = list_records(data_root, dataset, category, "train")
+    if dataset in VALIDATION_SPLIT:
+        val = list_records(data_root, dataset, category, "validation")
+    else:
+        train, val = holdout_split(train, cfg["val_fraction"], cfg["val_seed"])
+    return train, val, list_records(data_root, dataset, category, "test")
+
+
+def image_aurocs(dataset: str, test: list, scores) -> dict[str, float]:
+    """MVTec LOCO's four image AUROCs; elsewhere the pooled AUROC (good vs every defect)."""
+    if dataset == "mvtec_loco":
+        return loco_image_aurocs([r.defect_type for r in test], scores)
+    return {"auroc_pooled": image_auroc(np.array([r.label for r in test]), scores)}
 
 
 def full_size_maps(maps: torch.Tensor, size: tuple[int, int], pad: int) -> torch.Tensor:
@@ -410,12 +458,8 @@ def full_size_maps(maps: torch.Tensor, size: tuple[int, int], pad: int) -> torch
 def run(ctx: RunContext, data_root: Path) -> dict:
     cfg, key, device = ctx.config, ctx.key, ctx.device
     cpu0 = time.process_time()
-    if key.dataset != "mvtec_loco":
-        raise ValueError("PUAD is evaluated on MVTec LOCO AD (dataset mvtec_loco)")
     s = cfg["image_size"]
-    train_rec = list_records(data_root, key.dataset, key.category, "train")
-    val_rec = list_records(data_root, key.dataset, key.category, "validation")
-    test = list_records(data_root, key.dataset, key.category, "test")
+    train_rec, val_rec, test = splits(cfg, data_root, key.dataset, key.category)
     naturals, natural_source = natural_images(cfg, data_root)
     x_train = stack_images(train_rec, s).to(device)
     x_val = stack_images(val_rec, s).to(device)
@@ -433,7 +477,8 @@ def run(ctx: RunContext, data_root: Path) -> dict:
         cpu = time.process_time()
         student, ae, t_mean, t_std, history = train(ctx, frozen, x_train, naturals)
         ctx.timings["train_cpu_s"] = time.process_time() - cpu
-    model = EfficientADPUAD(frozen, student, ae, t_mean, t_std).to(device)
+    score_size = {"input": s, "grid": None}[cfg["score_maps"]]
+    model = EfficientADPUAD(frozen, student, ae, t_mean, t_std, score_size).to(device)
     with ctx.timer("fit_s"):
         fitted = model.fit(x_train, x_val, tuple(cfg["map_quantiles"]))
 
@@ -442,12 +487,18 @@ def run(ctx: RunContext, data_root: Path) -> dict:
         out = model.score_all(x_test)
     scores = {k: out[k].cpu().numpy().astype(np.float64) for k in SCORES}
     pad = (s // 4 - out["map"].shape[-1]) // 2  # 4 at 256 (56 -> 64)
-    types = [r.defect_type for r in test]
     with ctx.timer("metrics_s"):
         metrics = {f"{k}/{m}": v for k in SCORES
-                   for m, v in loco_image_aurocs(types, scores[k]).items()}
+                   for m, v in image_aurocs(key.dataset, test, scores[k]).items()}
         spro_note = "off in this profile (spro=false)"
-        if cfg["spro"]:
+        if key.dataset != "mvtec_loco":  # pixel metrics of the EfficientAD map
+            spro_note = "MVTec LOCO only"
+            full = full_size_maps(out["map"], (s, s), pad)
+            pixel = evaluate(test, scores["efficientad"], full, dataset=key.dataset)
+            metrics.update({f"efficientad/{m}": v for m, v in pixel.items()
+                            if m != "image_auroc"})
+            del full
+        elif cfg["spro"]:
             try:
                 full = full_size_maps(out["map"], image_size_of(test[0].path), pad)
                 metrics["efficientad/spro_0.05"] = evaluate(
@@ -461,7 +512,9 @@ def run(ctx: RunContext, data_root: Path) -> dict:
     ctx.timings["total_cpu_s"] = time.process_time() - cpu0  # this process's CPU seconds
     train_s = ctx.timings.get("train_s", 0.0)
     steps_run = cfg["steps"] - (ctx.resumed_from or 0)
+    val_scores = model.score_all(x_val)  # `predict`: the model and the validation scores
     return {
+        "model": {"model": model},
         "metrics": metrics,
         "arrays": examples(test, x_test, out["map"], scores, s),
         "extra": {
@@ -470,7 +523,14 @@ def run(ctx: RunContext, data_root: Path) -> dict:
             "params": {"teacher": count_parameters(frozen), "student": count_parameters(student),
                        "autoencoder": count_parameters(ae)},
             "fitted": fitted, "history": history, "spro": spro_note,
+            "threshold_scores": {k: [float(v) for v in val_scores[k]]
+                                 for k in ("efficientad", "puad")},
+            "threshold_images": "validation",
             "n_train": len(train_rec), "n_val": len(val_rec), "n_test": len(test),
+            "validation": "validation split" if key.dataset in VALIDATION_SPLIT else
+                          f"{len(val_rec)} of train/good held out (val_fraction "
+                          f"{cfg['val_fraction']}, seed {cfg['val_seed']})",
+            "score_maps": cfg["score_maps"],
             "train_steps_per_s": steps_run / train_s if train_s and steps_run > 0 else None,
             "latency_ms": lat, "latency_size": cfg["latency_size"],
             "latency_overhead": lat["puad"] / lat["efficientad"] - 1,
@@ -529,11 +589,9 @@ def controls_run(ctx: RunContext, data_root: Path) -> dict:
 
     cfg, key, device = ctx.config, ctx.key, ctx.device
     cpu0 = time.process_time()
-    if key.dataset != "mvtec_loco":
-        raise ValueError("PUAD is evaluated on MVTec LOCO AD (dataset mvtec_loco)")
     s = cfg["image_size"]
-    split = {name: list_records(data_root, key.dataset, key.category, name)
-             for name in ("train", "validation", "test")}
+    split = dict(zip(("train", "validation", "test"),
+                     splits(cfg, data_root, key.dataset, key.category), strict=True))
     x = {name: stack_images(recs, s).to(device) for name, recs in split.items()}
     torch.manual_seed(key.seed)
     nets = {"rgb_stats": None,
@@ -551,7 +609,7 @@ def controls_run(ctx: RunContext, data_root: Path) -> dict:
         z[name] = [float(dist["validation"].mean()),
                    float(dist["validation"].std(unbiased=False).clamp_min(1e-12))]
         scores[name] = [float(v) for v in dist["test"].cpu()]
-        aurocs = loco_image_aurocs(types, scores[name])
+        aurocs = image_aurocs(key.dataset, split["test"], scores[name])
         metrics.update({f"{name}/{m}": v for m, v in aurocs.items()})
     ctx.timings["total_cpu_s"] = time.process_time() - cpu0
     return {

@@ -213,7 +213,7 @@ def surf_examples(model, clean: torch.Tensor, segments: torch.Tensor, cfg: dict,
 
 def run(ctx: RunContext, data_root: Path) -> dict:
     key, device = ctx.key, ctx.device
-    cfg = category_config(ctx.config, key.category)
+    cfg = category_config(ctx.config, key.dataset, key.category)
     s, flags = cfg["image_size"], resolve(cfg["model"])
     if flags["two_stream"] and not flags["surf"]:
         raise ValueError(f"TSDN variant {cfg['model']}: DCD_A learns M_surf, so it needs SURF")
@@ -295,12 +295,18 @@ def run(ctx: RunContext, data_root: Path) -> dict:
         m = score_maps(x, model(x)["reconstruction"], cfg["map_sigma"])
         return m.flatten(1).amax(1)
 
+    # `predict`: the model, and the raw image scores of the training images (TSDN holds none out)
+    train_scores, _ = predict(model, x_train.to(device), cfg["map_sigma"])
     return {
+        "model": {"model": model},
         "metrics": metrics,
         "arrays": arrays,
         "extra": {
+            "threshold_scores": [float(v) for v in train_scores.flatten(1).amax(1)],
+            "threshold_images": "train (raw maps, before the test-set min-max)",
             "encoder": encoder_choice(cfg)[0], "flags": flags,
-            "category_overrides": ctx.config["category_overrides"].get(key.category, {}),
+            "category_overrides": ctx.config["category_overrides"].get(
+                f"{key.dataset}/{key.category}", {}),
             "n_train": len(train), "n_test": len(test),
             "history": history,
             "fne_test": fne,

@@ -180,6 +180,26 @@ def _baseline(root: Path, profile: str) -> list[tuple]:
 
 _BUILDERS = {"baseline": _baseline, "n2n": _n2n, "tsdn": _tsdn, "pouta": _pouta, "puad": _puad}
 
+# The matrix (notebook 05, issue 15): each method's paper configuration ("default" of its main
+# experiment, scaled by the profile) on every category of every dataset present
+MATRIX_PAPERS = ("n2n", "tsdn", "pouta", "puad")
+MATRIX_DATASETS = ("mvtec_ad", "mpdd", "visa", "mvtec_loco", "dagm", "folder")
+
+
+def _with_matrix(paper: str, built: list[tuple], root: Path) -> list[tuple]:
+    """``built`` with the tag ``matrix`` on its default main cells and the missing ones added."""
+    if paper not in MATRIX_PAPERS:
+        return built
+    out, seen = [], set()
+    for exp, ds, cat, variant, tags in built:
+        if exp == "main" and variant == "default" and ds in MATRIX_DATASETS:
+            tags = (*tags, "matrix")
+            seen.add((ds, cat))
+        out.append((exp, ds, cat, variant, tags))
+    out += [("main", ds, c, "default", ("matrix",)) for ds in MATRIX_DATASETS
+            for c in D.present_categories(root, ds) if (ds, c) not in seen]
+    return out
+
 
 def cells(profile: str, root: Path, *, paper: str | Iterable[str] | None = None,
           table: str | None = None, dataset: str | None = None, category: str | None = None,
@@ -193,7 +213,7 @@ def cells(profile: str, root: Path, *, paper: str | Iterable[str] | None = None,
         raise ValueError(f"unknown paper(s) {sorted(unknown)}; known: {', '.join(PAPERS)}")
     out = []
     for p in papers:
-        built = _BUILDERS[p](Path(root), profile)
+        built = _with_matrix(p, _BUILDERS[p](Path(root), profile), Path(root))
         claim = _claim_cells(p, built)
         for exp, ds, cat, variant, tags in built:
             if (table and table not in tags) or (dataset and ds != dataset) or \

@@ -33,12 +33,29 @@ def test_tables_tag_the_cells_that_feed_them(synthetic_root):
                       category="toothbrush")  # toothbrush is in the paper's Table 3, not 4
     tags = {c.variant: set(c.tables) for c in tsdn}
     assert set(tags) == set(grid.TSDN_ROWS)
-    assert tags["default"] == {"table1", "table2", "table3"}
+    assert tags["default"] == {"table1", "table2", "table3", "matrix"}
     assert tags["model=t3_C"] == {"table3"} and tags["model=t4_C"] == {"table3"}
     assert tags["model=t4_B"] == {"diagnostic"}  # the notebook's every-row checks (issue 11)
     n2n = {c.variant: c.tables for c in grid.cells("smoke", synthetic_root, paper="n2n",
                                                     dataset="mpdd", category="metal_plate")}
     assert n2n["reconstruction=blur"] == ("diagnostic",) and "table5" in n2n["ram=false"]
+
+
+def test_matrix_has_each_method_on_every_category_once(synthetic_root):
+    """Notebook 05: the four methods' default cells on every category of every dataset
+    present (the folder dataset too), reusing a paper's own default cell where it has one."""
+    matrix = grid.cells("smoke", synthetic_root, table="matrix", seeds=(0,))
+    pairs = [(c.paper, c.dataset, c.category) for c in matrix]
+    assert len(pairs) == len(set(pairs)) and {c.variant for c in matrix} == {"default"}
+    from repro import data as D
+
+    every = {(ds, cat) for ds in grid.MATRIX_DATASETS
+             for cat in D.present_categories(synthetic_root, ds)}
+    assert ("folder", "parts") in every
+    for paper in grid.MATRIX_PAPERS:
+        assert {(d, c) for p, d, c in pairs if p == paper} == every
+    own = [c for c in matrix if c.paper == "tsdn" and c.dataset == "mvtec_ad"]
+    assert all("table1" in c.tables for c in own)  # the paper's own cell, tagged twice
 
 
 def test_estimate_prefers_the_cells_own_current_record():

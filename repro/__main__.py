@@ -75,6 +75,17 @@ def main(argv: list[str] | None = None) -> int:
                        "version alone")
     co.set_defaults(keep_stale=False)
 
+    pr = sub.add_parser("predict", help="score images with a finished run: heat-map overlays "
+                        "and a CSV of image scores with the run's threshold")
+    pr.add_argument("--run", required=True, help="a record file (results/<profile>/runs/"
+                    "<cell>.json) or a cell's slug, e.g. n2n__main__mpdd__metal_plate__default"
+                    "__seed0")
+    pr.add_argument("images", nargs="+", help="image files (png, jpg, bmp, tif)")
+    pr.add_argument("--out", required=True, help="folder for scores.csv and the overlays")
+    pr.add_argument("--profile", default="smoke", help="where to look a slug up")
+    pr.add_argument("--device", default="auto")
+    pr.add_argument("--score", default="", help="PUAD: puad (default) or efficientad")
+
     sub.add_parser("readme", help="rewrite results/README.md from results/*/tables/")
 
     syn = sub.add_parser("synthetic", help="write the synthetic datasets to a folder")
@@ -130,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{len(failed)} of {len(outcomes)} cells failed; `python -m repro plan "
                       f"--profile {args.profile} --status failed` lists them", file=sys.stderr)
                 return 1
+        elif args.command == "predict":
+            from .predict import predict
+
+            print(predict(args.run, args.images, args.out, profile=args.profile,
+                          device=args.device, score=args.score))
         elif args.command == "readme":
             from .tables import write_results_readme
 

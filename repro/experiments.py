@@ -16,7 +16,15 @@ from pathlib import Path
 
 from .data import DatasetError, check_category, describe
 from .data.synthetic import ensure_synthetic
-from .env import cache_dir, resolve_device, resolve_path, results_dir, seed_everything
+from .env import (
+    cache_dir,
+    display_path,
+    repo_root,
+    resolve_device,
+    resolve_path,
+    results_dir,
+    seed_everything,
+)
 from .profiles import Profile, get_profile, paper_config
 from .provenance import check_code_unchanged, code_version, data_fingerprint, prime_code_versions
 from .runs import RunContext, RunKey, RunStore
@@ -206,7 +214,24 @@ def resolve_data_root(data_root: str | os.PathLike | None, profile: Profile) -> 
     if not path.is_dir():
         raise DatasetError(f"DATA_ROOT not found: {path}. Expected a folder with one subfolder "
                            "per dataset (mvtec_ad, mpdd, visa, mvtec_loco, dagm, dtd); see README.")
+    own_results_for(path, profile)
     return path
+
+
+def own_results_for(root: Path, profile: Profile) -> None:
+    """A ``DATA_ROOT`` other than the profile's own (your images, another copy of a dataset)
+    gets a results folder of its own, ``results/own-<folder name>/<profile>/``, so records,
+    tables and figures of other data never replace the committed ``results/<profile>/``.
+    ``REPRO_RESULTS`` set by hand wins; the paper profile (always given a ``DATA_ROOT``, not
+    committed) keeps ``results/paper/``."""
+    if "REPRO_RESULTS" in os.environ or profile.name == "paper":
+        return
+    own = resolve_path(profile.data_root) if profile.data_root else None
+    if own is not None and Path(root).resolve() == own.resolve():
+        return
+    os.environ["REPRO_RESULTS"] = str(repo_root() / "results" / f"own-{Path(root).name}")
+    print(f"DATA_ROOT {display_path(root)} is not profile {profile.name}'s own data: its "
+          f"results go to {display_path(results_dir())}/{profile.name}/ (REPRO_RESULTS)")
 
 
 def store_for(profile: str) -> RunStore:
@@ -232,10 +257,19 @@ def cell_identity(paper: str, experiment: str, dataset: str, category: str, *,
     return key, config, data_id(data_root, prof, paper, dataset, category)
 
 
-def preflight(store: RunStore, root: Path, dataset: str, category: str) -> None:
+def preflight(store: RunStore, root: Path, dataset: str, category: str,
+              paper: str = "", config: dict | None = None) -> None:
     """Errors before compute, not after: the data of the cell (both splits, every mask at its
-    image's size; ``repro.data.check_category``) and a writable run folder."""
+    image's size; ``repro.data.check_category``), PUAD's natural images (``imagenet_dir`` or
+    DTD) and a writable run folder. A folder dataset's split is written beside the records."""
     check_category(root, dataset, category)
+    if paper == "puad" and config is not None and not config.get("imagenet_dir") and \
+            (config.get("penalty") or not config.get("teacher_weights")):
+        dtd = Path(root) / "dtd" / "images"
+        if not dtd.is_dir() or not any(dtd.iterdir()):
+            raise DatasetError(f"PUAD needs natural images for its teacher distillation and "
+                               f"penalty: set imagenet_dir=<folder of ImageNet images> (variant "
+                               f"or profile) or put DTD under {dtd} (not found or empty)")
     try:
         store.runs_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=store.runs_dir, prefix=".write-test-"):
@@ -243,6 +277,12 @@ def preflight(store: RunStore, root: Path, dataset: str, category: str) -> None:
     except OSError as exc:
         raise DatasetError(f"the run folder {store.runs_dir} is not writable ({exc}); set "
                            "REPRO_RESULTS to a writable folder") from None
+    if dataset == "folder":  # the seeded split as file lists: the run is reproducible
+        from .data.folder import split_listing
+        from .runs import atomic_write_text, dump_json
+
+        atomic_write_text(store.runs_dir / f"folder__{category}__split.json",
+                          dump_json(split_listing(Path(root) / "folder", category)))
 
 
 def run_cell(paper: str, experiment: str, dataset: str, category: str, *, variant: str = "",
@@ -253,13 +293,13 @@ def run_cell(paper: str, experiment: str, dataset: str, category: str, *, varian
     prof = get_profile(profile)
     key, config, did = cell_identity(paper, experiment, dataset, category, variant=variant,
                                      seed=seed, profile=profile, data_root=data_root)
+    root = resolve_data_root(data_root, prof)  # first: other data has its own results folder
     store = store_for(profile)
     if store.readonly:
         return store.fetch(key, config, did)
-    root = resolve_data_root(data_root, prof)
     dev = resolve_device(device)
     if store.status(key, config, did) != "done":
-        preflight(store, root, dataset, category)
+        preflight(store, root, dataset, category, paper, config)
     seed_everything(seed)
     check_code_unchanged(paper, dataset)
     return store.run(key, lambda ctx: exp.fn(ctx, root), config=config, device=dev,

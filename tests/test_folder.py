@@ -1,4 +1,4 @@
-"""The folder dataset (your own images): layout, split rule, clear errors, and every method on it."""
+"""The folder dataset (your own images): layout, split rule, clear errors."""
 
 from __future__ import annotations
 

@@ -97,7 +97,8 @@ def test_a_record_of_other_data_or_older_code_is_not_returned(real_looking_root,
     provenance._real_fingerprint.cache_clear()
 
     # older code: the same data and config, another code version of the paper
-    monkeypatch.setattr("repro.experiments.code_version", lambda paper, dataset=None: "0123456789ab")
+    monkeypatch.setattr("repro.experiments.code_version",
+                        lambda paper, dataset=None: "0123456789ab")
     row = {r.cell.category: r for r in grid.plan("smoke", str(real_looking_root),
                                                  paper="baseline", dataset="mvtec_ad")}["grid"]
     assert (row.status, row.error) == ("stale", "code changed")
@@ -114,7 +115,8 @@ def test_a_worker_refuses_code_edited_after_it_loaded_it(synthetic_root, scratch
     from repro import experiments, provenance
 
     monkeypatch.setattr(experiments, "check_code_unchanged", provenance.check_code_unchanged)
-    monkeypatch.setattr(provenance, "code_version_on_disk", lambda paper, dataset=None: "edited000000")
+    monkeypatch.setattr(provenance, "code_version_on_disk",
+                        lambda paper, dataset=None: "edited000000")
     with pytest.raises(ValueError, match="changed on disk.*restart"):
         experiments.run_cell("baseline", "ae", "mvtec_ad", "grid", variant="steps=2",
                              profile="smoke", data_root=str(synthetic_root), device="cpu")

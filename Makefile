@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --upgrade pip
 	$(VENV)/bin/pip install torch==2.14.1 torchvision==0.29.1
-	$(VENV)/bin/pip install -e ".[dev,weights,ray,slurm]"
+	$(VENV)/bin/pip install torch==2.14.1 torchvision==0.29.1 -e ".[dev,weights,ray,slurm,peer]"
 	touch $@
 
 env: $(SETUP) ## create the virtual environment (.venv) if missing

@@ -86,6 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--device", default="auto")
     pr.add_argument("--score", default="", help="PUAD: puad (default) or efficientad")
 
+    for name, what in (("puad-from-anomalib", "PUAD's Mahalanobis score on a trained anomalib "
+                        "EfficientAD checkpoint: EfficientAD vs PUAD AUROCs on your data"),
+                       ("pouta-from-anomalib", "a trained anomalib DRAEM checkpoint as POUTA's "
+                        "vanilla row, scored by our code on your data")):
+        imp = sub.add_parser(name, help=what)
+        imp.add_argument("checkpoint", help="the .ckpt of anomalib's Lightning module")
+        imp.add_argument("--data-root", required=True)
+        imp.add_argument("--dataset", required=True, help="e.g. mvtec_loco, mvtec_ad, folder")
+        imp.add_argument("--category", required=True)
+        imp.add_argument("--device", default="auto")
+        imp.add_argument("--image-size", type=int, default=256)
+
     sub.add_parser("readme", help="rewrite results/README.md from results/*/tables/")
 
     syn = sub.add_parser("synthetic", help="write the synthetic datasets to a folder")
@@ -146,6 +158,13 @@ def main(argv: list[str] | None = None) -> int:
 
             print(predict(args.run, args.images, args.out, profile=args.profile,
                           device=args.device, score=args.score))
+        elif args.command in ("puad-from-anomalib", "pouta-from-anomalib"):
+            from . import peers
+
+            fn = peers.puad_from_anomalib if args.command == "puad-from-anomalib" \
+                else peers.pouta_vanilla_from_anomalib
+            print(json.dumps(fn(args.checkpoint, args.data_root, args.dataset, args.category,
+                                device=args.device, image_size=args.image_size), indent=1))
         elif args.command == "readme":
             from .tables import write_results_readme
 

@@ -249,6 +249,12 @@ def cell_identity(paper: str, experiment: str, dataset: str, category: str, *,
     config = paper_config(paper, profile)
     config.update(variant_overrides(exp, variant, config))
     config = resolve_auto(config)  # "auto" weights -> the TORCH_HOME file or None, before hashing
+    if paper == "puad" and config.get("teacher_weights"):  # anomalib's layout or nelson1425's
+        from .peers import import_teacher
+
+        path, _ = import_teacher(resolve_path(config["teacher_weights"]), config["size"],
+                                 cache_dir())
+        config["teacher_weights"] = display_path(path)
     if config.get("category_overrides"):  # a cell's identity holds only its own category's entry
         name = f"{dataset}/{category}"
         own = config["category_overrides"].get(name)

@@ -224,3 +224,77 @@ def efficientad_from_state(state: Mapping[str, torch.Tensor], image_size: int = 
         raise DatasetError("the checkpoint's teacher mean/std are not set (an untrained model)")
     return EfficientADPUAD(nets["teacher"], nets["student"], nets["ae"], mean, std,
                            image_size), size
+
+
+# --------------------------------------------------------------------------------------------
+# Bring an anomalib model: its checkpoint scored by our code on your data
+# --------------------------------------------------------------------------------------------
+
+
+def _root(data_root: str | Path) -> Path:
+    from .env import resolve_path
+
+    root = resolve_path(data_root)
+    if not root.is_dir():
+        raise DatasetError(f"DATA_ROOT not found: {root}")
+    return root
+
+
+def puad_from_anomalib(ckpt: str | Path, data_root: str | Path, dataset: str, category: str,
+                       device: str = "auto", image_size: int = 256) -> dict:
+    """PUAD's score on a trained anomalib EfficientAD: its teacher, student and autoencoder
+    as they are; the map quantiles and z-scores refitted on the validation split (or PUAD's
+    15 % hold-out of train/good) and the Mahalanobis statistics on the training images, by
+    PUAD's rules (``repro.methods.puad``); EfficientAD's and PUAD's AUROCs on the test split."""
+    from .data import check_category, stack_images
+    from .env import resolve_device
+    from .methods import puad
+    from .profiles import paper_config
+
+    root = _root(data_root)
+    check_category(root, dataset, category)
+    model, size = efficientad_from_state(load_lightning_state(ckpt), image_size)
+    dev = resolve_device(device)
+    model.to(dev)
+    cfg = paper_config("puad", "paper")
+    train, val, test = puad.splits(cfg, root, dataset, category)
+    fitted = model.fit(stack_images(train, image_size).to(dev), stack_images(val, image_size)
+                       .to(dev), tuple(cfg["map_quantiles"]))
+    out = model.score_all(stack_images(test, image_size).to(dev))
+    aurocs = {k: puad.image_aurocs(dataset, test, out[k].cpu().numpy().astype(float))
+              for k in ("efficientad", "puad")}
+    return {"checkpoint": str(ckpt), "size": size, "dataset": dataset, "category": category,
+            "n_train": len(train), "n_val": len(val), "n_test": len(test),
+            "auroc": aurocs, "fitted": fitted}
+
+
+def pouta_vanilla_from_anomalib(ckpt: str | Path, data_root: str | Path, dataset: str,
+                                category: str, device: str = "auto", image_size: int = 256,
+                                score_pool: int = 21) -> dict:
+    """A trained anomalib DRAEM as POUTA's vanilla row: our vanilla network holding its weights,
+    scored by our code (DRAEM's ``score_pool`` x ``score_pool`` average-pooled maximum) on the
+    test split: image AUROC, pixel AUROC, pixel AP and AUPRO."""
+    from .data import check_category, list_records, stack_images
+    from .env import resolve_device
+    from .evaluate import evaluate
+    from .methods.pouta import image_scores, predict
+
+    state = load_lightning_state(ckpt)
+    prefix = "model." if any(k.startswith("model.reconstructive_subnetwork") for k in state) \
+        else ""
+    if not any(k.startswith(f"{prefix}reconstructive_subnetwork") for k in state):
+        found = "EfficientAD" if any("teacher.conv1" in k for k in state) else "another model"
+        raise DatasetError(f"not an anomalib DRAEM checkpoint (it holds {found})")
+    try:
+        ours = draem_to_ours({k: v for k, v in state.items() if k.startswith(prefix)}, prefix)
+    except ValueError as exc:
+        raise DatasetError(f"{ckpt}: {exc}") from None
+    root = _root(data_root)
+    check_category(root, dataset, category)
+    dev = resolve_device(device)
+    test = list_records(root, dataset, category, "test")
+    maps, _ = predict(ours.to(dev), stack_images(test, image_size).to(dev))
+    scores = image_scores(maps, score_pool).cpu().numpy()
+    metrics = evaluate(test, scores, maps, dataset=dataset, data_root=root)
+    return {"checkpoint": str(ckpt), "dataset": dataset, "category": category,
+            "n_test": len(test), "score_pool": score_pool, "metrics": metrics}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 pytestmark = pytest.mark.peer
 anomalib = pytest.importorskip("anomalib", reason="anomalib is not installed: pip install -e "
@@ -231,3 +232,62 @@ def test_synthesis_follows_draems_formula_and_anomalib_departs(monkeypatch):
     from anomalib.models.image.draem.lightning_model import Draem
 
     assert Draem().augmenter.blend_factor == (0.1, 1.0)  # anomalib: weight U(0.1, 1)
+
+
+def _lightning_ckpt(model: torch.nn.Module, path):
+    """What anomalib's Lightning checkpoint holds for us: the torch model under ``model.``."""
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "pytorch-lightning_version": "2.6.6"}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_puad_from_an_anomalib_efficientad_checkpoint(synthetic_root, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from repro.data import DatasetError, list_records, stack_images
+
+    theirs, _ = _efficientad("S")
+    ckpt = _lightning_ckpt(theirs, tmp_path / "efficientad.ckpt")
+    out = peers.puad_from_anomalib(ckpt, synthetic_root, "mvtec_loco", "juice_bottle",
+                                   device="cpu")
+    assert out["size"] == "S" and out["n_val"] > 0
+    for k in ("efficientad", "puad"):
+        assert 0.0 <= out["auroc"][k]["auroc_pooled"] <= 1.0
+    # EfficientAD's AUROC is anomalib's own score with the quantiles refitted here
+    f = out["fitted"]
+    with torch.no_grad():
+        for name, v in zip(("qa_st", "qb_st"), f["quantiles_st"], strict=True):
+            theirs.quantiles[name].fill_(v)
+        for name, v in zip(("qa_ae", "qb_ae"), f["quantiles_ae"], strict=True):
+            theirs.quantiles[name].fill_(v)
+        test = list_records(synthetic_root, "mvtec_loco", "juice_bottle", "test")
+        ref = theirs(stack_images(test, 256)).pred_score.flatten().numpy()
+    labels = [r.label for r in test]
+    assert out["auroc"]["efficientad"]["auroc_pooled"] == pytest.approx(
+        roc_auc_score(labels, ref), abs=1e-9)
+    draem = _lightning_ckpt(DraemModel(), tmp_path / "draem.ckpt")
+    with pytest.raises(DatasetError, match="not an anomalib EfficientAD checkpoint.*DRAEM"):
+        peers.puad_from_anomalib(draem, synthetic_root, "mvtec_loco", "juice_bottle")
+    with pytest.raises(DatasetError, match="not an anomalib DRAEM checkpoint.*EfficientAD"):
+        peers.pouta_vanilla_from_anomalib(ckpt, synthetic_root, "mvtec_ad", "grid")
+
+
+@pytest.mark.slow
+def test_pouta_vanilla_from_an_anomalib_draem_checkpoint(synthetic_root, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from repro.data import list_records, stack_images
+
+    torch.manual_seed(1)
+    theirs = DraemModel().eval()
+    ckpt = _lightning_ckpt(theirs, tmp_path / "draem.ckpt")
+    out = peers.pouta_vanilla_from_anomalib(ckpt, synthetic_root, "mvtec_ad", "grid",
+                                            device="cpu", image_size=64, score_pool=5)
+    assert set(out["metrics"]) == {"image_auroc", "pixel_auroc", "pixel_ap", "aupro"}
+    test = list_records(synthetic_root, "mvtec_ad", "grid", "test")
+    with torch.no_grad():
+        m = theirs(stack_images(test, 64)).anomaly_map.reshape(len(test), 64, 64)
+    pooled = F.avg_pool2d(m[:, None], 5, stride=1, padding=2).flatten(1).amax(1).numpy()
+    assert out["metrics"]["image_auroc"] == pytest.approx(
+        roc_auc_score([r.label for r in test], pooled), abs=1e-9)

@@ -53,9 +53,9 @@ plan: $(SETUP) ## each cell of the grid as done/missing/stale/failed (PROFILE, P
 compute: $(SETUP) ## run the missing cells (EXECUTOR=local, PROFILE, PAPER, TABLE, SEEDS, DEVICE)
 	$(PYTHON) -m repro compute $(GRID_ARGS) --executor $(EXECUTOR) --device $(DEVICE) $(COMPUTE_ARGS)
 
-render: $(SETUP) ## execute the notebooks from the records only (a missing cell shows "not run")
+render: $(SETUP) ## execute the notebooks from the records only (NOTEBOOKS="05_matrix": some of them)
 	REPRO_READONLY=1 $(PYTHON) -m repro reproduce --profile $(PROFILE) --data-root "$(DATA_ROOT)" \
-	  --device $(DEVICE)
+	  --device $(DEVICE) $(NOTEBOOKS)
 
 test: test-unit test-notebooks ## unit tests, then nbval on the committed executed notebooks
 

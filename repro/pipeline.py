@@ -24,8 +24,12 @@ class NotebookFailed(RuntimeError):
 
 
 def notebook_list(notebooks: list[str] | None = None) -> list[Path]:
-    if notebooks:
-        paths = [Path(n) if Path(n).is_absolute() else repo_root() / n for n in notebooks]
+    if notebooks:  # paths, or short names such as 05_matrix
+        def find(n: str) -> Path:
+            p = Path(n) if Path(n).is_absolute() else repo_root() / n
+            short = repo_root() / "notebooks" / (n if n.endswith(".ipynb") else f"{n}.ipynb")
+            return p if p.is_file() or not short.is_file() else short
+        paths = [find(n) for n in notebooks]
     else:
         paths = sorted((repo_root() / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     missing = [str(p) for p in paths if not p.is_file()]
@@ -95,7 +99,13 @@ def execute(notebook: Path, out_dir: Path, parameters: dict, timeout: int | None
 
 def reproduce(profile: str, *, data_root: str = "", device: str = "auto",
               notebooks: list[str] | None = None) -> list[Path]:
-    """Run the notebooks in order; stop at the first failure (exit non-zero)."""
+    """Run the notebooks in order; stop at the first failure (exit non-zero). A ``data_root``
+    other than the profile's own renders into ``results/own-<name>/<profile>/``."""
+    if data_root:
+        from .experiments import resolve_data_root
+        from .profiles import get_profile
+
+        resolve_data_root(data_root, get_profile(profile))  # sets REPRO_RESULTS for other data
     out_dir = results_dir() / profile
     params = {"PROFILE": profile, "DATA_ROOT": data_root, "DEVICE": device}
     done = []

@@ -291,3 +291,14 @@ def test_pouta_vanilla_from_an_anomalib_draem_checkpoint(synthetic_root, tmp_pat
     pooled = F.avg_pool2d(m[:, None], 5, stride=1, padding=2).flatten(1).amax(1).numpy()
     assert out["metrics"]["image_auroc"] == pytest.approx(
         roc_auc_score([r.label for r in test], pooled), abs=1e-9)
+
+
+@pytest.mark.slow
+def test_latency_side_by_side_writes_the_ratio():
+    from repro.bench_puad import bench_peer
+
+    out = bench_peer(torch.device("cpu"), 256, repeats=1, warmup=0)
+    for size in ("S", "M"):
+        v = out["sizes"][size]
+        assert v["anomalib"] > 0 and v["ours_puad"] > 0
+        assert v["ours_over_anomalib"] == pytest.approx(v["ours_efficientad"] / v["anomalib"])

@@ -15,7 +15,7 @@ def test_environment_yml_and_pyproject_pin_the_same_versions():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     pins = project["dependencies"] + extras["dev"] + extras["weights"] + extras["ray"] + \
-        extras["slurm"]
+        extras["slurm"] + extras["peer"]
     env = yaml.safe_load((REPO / "environment.yml").read_text())
     pip = next(d for d in env["dependencies"] if isinstance(d, dict))["pip"]
     assert sorted(pins) == sorted(p for p in pip if not p.startswith("-e"))

@@ -313,6 +313,12 @@ def write_results_readme(root: Path | None = None,
         rows.append([p, t, *(coverage(root, prof, p, t) for prof in order),
                      " · ".join(links) or "-"])
     lines += [tabulate(rows, headers=["paper", "table", *order, "tables"], tablefmt="pipe"), ""]
+    matrices = [f"[{prof}]({prof}/tables/matrix.md)" for prof in order
+                if (root / prof / "tables" / "matrix.md").is_file()]
+    if matrices:
+        lines += ["## The four methods across every dataset", "",
+                  "Each method at its paper configuration on every category present "
+                  "(notebook 05): " + " · ".join(matrices), ""]
     lines += ["## Notebooks", ""]
     for prof in order:
         notebooks = sorted((root / prof).glob("*.ipynb"))

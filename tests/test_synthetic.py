@@ -72,7 +72,7 @@ def test_style_is_chosen_from_the_name() -> None:
 
 def test_write_all_top_level(small_tree: Path) -> None:
     assert {p.name for p in small_tree.iterdir()} == {
-        "mvtec_ad", "mpdd", "visa", "mvtec_loco", "dagm", "dtd", "SYNTHETIC.json"}
+        "mvtec_ad", "mpdd", "visa", "mvtec_loco", "dagm", "dtd", "folder", "SYNTHETIC.json"}
     info = json.loads((small_tree / "SYNTHETIC.json").read_text())
     assert info["generator_version"] == GENERATOR_VERSION
     assert info["fingerprint"] == SMALL.fingerprint()

@@ -375,7 +375,7 @@ def current_records(paper: str, profile: str, data_root: str | None = None
     store = store_for(profile)
     variants = {v for c in CLAIMS[paper] for v in (c.better, c.worse)}
     records, arrays = {}, {}
-    for cell in grid.cells(profile, root, paper=paper, experiment="main"):
+    for cell in grid.cells(profile, root, paper=paper, experiment="main", matrix=False):
         if cell.variant not in variants:
             continue
         key, config, did = cell_identity(cell.paper, cell.experiment, cell.dataset,

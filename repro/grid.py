@@ -203,8 +203,11 @@ def _with_matrix(paper: str, built: list[tuple], root: Path) -> list[tuple]:
 
 def cells(profile: str, root: Path, *, paper: str | Iterable[str] | None = None,
           table: str | None = None, dataset: str | None = None, category: str | None = None,
-          experiment: str | None = None, seeds: Sequence[int] | None = None) -> list[Cell]:
+          experiment: str | None = None, seeds: Sequence[int] | None = None,
+          matrix: bool = True) -> list[Cell]:
     """Every cell of ``profile`` on the categories under ``root``, filtered (None: all).
+    ``matrix=False`` leaves out the cells that only the matrix (notebook 05) renders: a paper's
+    own notebook shows its own datasets.
     ``seeds`` None: the profile's rule (claim cells :func:`claim_seeds`, the others seed 0);
     else every cell with exactly these seeds."""
     papers = PAPERS if paper is None else (paper,) if isinstance(paper, str) else tuple(paper)
@@ -216,7 +219,8 @@ def cells(profile: str, root: Path, *, paper: str | Iterable[str] | None = None,
         built = _with_matrix(p, _BUILDERS[p](Path(root), profile), Path(root))
         claim = _claim_cells(p, built)
         for exp, ds, cat, variant, tags in built:
-            if (table and table not in tags) or (dataset and ds != dataset) or \
+            if (not matrix and tags == ("matrix",)) or \
+                    (table and table not in tags) or (dataset and ds != dataset) or \
                     (category and cat != category) or (experiment and exp != experiment):
                 continue
             own = seeds if seeds is not None else claim_seeds(profile) \

@@ -105,8 +105,7 @@ def reading(win: pd.DataFrame, profile: str) -> str:
     if win.empty:
         return "No dataset has a record of all four methods yet: no reading."
     lines = []
-    for r in win.itertuples(index=False):
-        d = r._asdict()
+    for d in win.to_dict("records"):
         lines.append(f"- **{d['dataset']}** ({d['categories']} categor"
                      f"{'y' if d['categories'] == 1 else 'ies'}): {d['best']} leads by "
                      f"{d['margin to 2nd']:.1f} points of image AUROC.")

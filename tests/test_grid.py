@@ -56,6 +56,9 @@ def test_matrix_has_each_method_on_every_category_once(synthetic_root):
         assert {(d, c) for p, d, c in pairs if p == paper} == every
     own = [c for c in matrix if c.paper == "tsdn" and c.dataset == "mvtec_ad"]
     assert all("table1" in c.tables for c in own)  # the paper's own cell, tagged twice
+    # a paper's own notebook leaves out the cells only the matrix renders
+    n2n = grid.cells("smoke", synthetic_root, paper="n2n", matrix=False)
+    assert {c.dataset for c in n2n} == {"mpdd", "visa"}
 
 
 def test_estimate_prefers_the_cells_own_current_record():

@@ -204,7 +204,7 @@ def test_pixel_metrics_agree_with_anomalibs():
     assert ours["aupro"] == pytest.approx(float(aupro.compute()), abs=1e-6)  # 7e-9 measured
 
 
-def test_synthesis_follows_draems_formula_and_anomalib_departs(monkeypatch):
+def test_synthesis_follows_draems_formula_and_anomalib_departs(monkeypatch, tmp_path):
     """Ours (DRAEM's code): inside the mask (1 - beta) * source + beta * image with beta ~
     U(0, 0.8), so with a black image and a white source the pixel is 1 - beta, uniform on
     [0.2, 1]; an empty mask gives a normal sample. anomalib's DRAEM draws the source's weight
@@ -230,7 +230,8 @@ def test_synthesis_follows_draems_formula_and_anomalib_departs(monkeypatch):
     assert abs(w.mean() - 0.6) < 0.04  # uniform on [0.2, 1]
     from anomalib.models.image.draem.lightning_model import Draem
 
-    assert Draem().augmenter.blend_factor == (0.1, 1.0)  # anomalib: weight U(0.1, 1)
+    # an existing (empty) DTD folder: Draem() would otherwise download DTD into ./datasets
+    assert Draem(dtd_dir=tmp_path).augmenter.blend_factor == (0.1, 1.0)  # weight U(0.1, 1)
 
 
 def _lightning_ckpt(model: torch.nn.Module, path):

@@ -30,6 +30,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("REPRO_CACHE", repo_root() / ".cache"))
 
 
+def kept_teachers_dir() -> Path:
+    """``results/teachers/``: distilled teachers kept beside the records they made (committed for
+    the real_subset runs), looked up after the cache, so a fresh checkout or another machine
+    reuses them instead of distilling again. Copy a finished ``.cache/teachers/teacher-*.pt``
+    here to keep it."""
+    return results_dir() / "teachers"
+
+
 def resolve_path(value: str | os.PathLike) -> Path:
     """A user-given path; relative paths are taken from the repository root, so notebooks
     executed from any folder (papermill, nbval) see the same data."""

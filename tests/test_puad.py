@@ -409,6 +409,15 @@ def test_two_categories_share_one_teacher_file(two_loco_root, scratch_store, tmp
     assert first["extra"]["teacher"]["cached"] is False and second["extra"]["teacher"]["cached"]
     assert second["extra"]["teacher"]["history"] == first["extra"]["teacher"]["history"]
     assert "train/good" not in first["extra"]["teacher"]["images"]
+    # a teacher kept in results/teachers (committed) serves a checkout without the cache
+    kept = tmp_path / "results" / "teachers"
+    kept.mkdir(parents=True)
+    files[0].rename(kept / files[0].name)
+    third = run_cell("puad", "main", "mvtec_loco", "pushpins", variant=variant.replace("steps=2,", "steps=3,", 1),
+                     **kwargs)
+    assert third["extra"]["teacher"]["cached"] and not files[0].exists()
+    assert third["extra"]["teacher"]["history"] == first["extra"]["teacher"]["history"]
+    (kept / files[0].name).rename(files[0])
     # the old variant (natural + train/good) distils once per category
     monkeypatch.setattr(teacher, "FeatureTarget", real_target)
     old = variant + ",distil_images=natural+train"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from .data.synthetic import ensure_synthetic
 from .env import (
     cache_dir,
     display_path,
+    kept_teachers_dir,
     repo_root,
     resolve_device,
     resolve_path,
@@ -291,6 +293,25 @@ def preflight(store: RunStore, root: Path, dataset: str, category: str,
                           dump_json(split_listing(Path(root) / "folder", category)))
 
 
+def restore_kept_teachers() -> list[Path]:
+    """Copy the distilled teachers kept under ``results/teachers/`` (committed beside the
+    real_subset records) into ``cache/teachers/`` where the cache has none of that name, so a
+    fresh checkout reuses them instead of distilling again. A teacher's file name holds its
+    fingerprint (distillation settings, image list, seed), so a kept file is used only where
+    the same teacher would be distilled. Returns the files copied."""
+    kept, cache = kept_teachers_dir(), cache_dir() / "teachers"
+    copied = []
+    for f in sorted(kept.glob("teacher-*.pt")):
+        target = cache / f.name
+        if not target.is_file():
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            shutil.copyfile(f, tmp)
+            os.replace(tmp, target)  # atomic: a concurrent worker sees the whole file or none
+            copied.append(target)
+    return copied
+
+
 def run_cell(paper: str, experiment: str, dataset: str, category: str, *, variant: str = "",
              seed: int = 0, profile: str = "smoke", data_root: str | None = None,
              device: str = "auto") -> dict:
@@ -308,6 +329,8 @@ def run_cell(paper: str, experiment: str, dataset: str, category: str, *, varian
         preflight(store, root, dataset, category, paper, config)
     seed_everything(seed)
     check_code_unchanged(paper, dataset)
+    if paper == "puad":
+        restore_kept_teachers()
     return store.run(key, lambda ctx: exp.fn(ctx, root), config=config, device=dev,
                      data=describe(root, dataset, [category]), data_id=did,
                      weights=exp.weights(config) if callable(exp.weights) else exp.weights)

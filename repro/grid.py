@@ -236,10 +236,13 @@ def _family(variant: str) -> str:
 
 def estimate_s(cell: Cell, current: Sequence[dict], other: Sequence[dict] = ()) -> float:
     """Seconds one run of ``cell`` takes: the ``total_s`` of its own current record, else the
-    median over the current records of the same paper, experiment and variant (support draws
-    pooled), else over the paper's current records, else the same from the older records
-    (``other``: a cell at another config, data or code costs about the same unless the budget
-    changed), else the constant of :data:`DEFAULT_COST_S`."""
+    median over the current records of the same paper, experiment, category and variant (other
+    seeds; support draws pooled), else of the same category (its image size and image count set
+    the cost more than the variant: TSDN's grid at 256 px costs four times its 128 px
+    toothbrush), else of the same variant in other categories, else over the paper's current
+    records, else the same from the older records (``other``: a cell at another config, data or
+    code costs about the same unless the budget changed), else the constant of
+    :data:`DEFAULT_COST_S`."""
     k = cell.key("")
     fields = ("paper", "experiment", "dataset", "category", "variant", "seed")
 
@@ -257,8 +260,14 @@ def estimate_s(cell: Cell, current: Sequence[dict], other: Sequence[dict] = ()) 
     def paper(rk):
         return rk["paper"] == k.paper and rk["experiment"] == k.experiment
 
-    for recs, same in ((current, own), (current, family), (current, paper), (other, own),
-                       (other, family), (other, paper)):
+    def category(rk):
+        return paper(rk) and rk["dataset"] == k.dataset and rk["category"] == k.category
+
+    def family_in_category(rk):
+        return family(rk) and category(rk)
+
+    order = (own, family_in_category, category, family, paper)
+    for recs, same in [(recs, same) for recs in (current, other) for same in order]:
         values = seconds(recs, same)
         if values:
             return float(median(values))

@@ -70,11 +70,17 @@ def test_estimate_prefers_the_cells_own_current_record():
                 "timings": {"total_s": s}}
 
     assert grid.estimate_s(cell, [rec("grid", "shots=2,support_draw=1", 7.0)]) == 7.0
-    # the other draws of the same k, then any of the paper's runs, then an older own record
+    # the other draws of the same k in this category, then this category's other runs, then
+    # the same k in other categories, then any of the paper's runs, then an older own record
     assert grid.estimate_s(cell, [rec("toothbrush", "shots=2", 10.0),
                                   rec("grid", "shots=2,support_draw=2", 20.0),
-                                  rec("grid", "default", 99.0)]) == 15.0
-    assert grid.estimate_s(cell, [rec("grid", "default", 99.0)]) == 99.0
+                                  rec("grid", "shots=2", 30.0),
+                                  rec("grid", "default", 99.0)]) == 25.0
+    assert grid.estimate_s(cell, [rec("toothbrush", "shots=2", 10.0),
+                                  rec("grid", "default", 99.0)]) == 99.0
+    assert grid.estimate_s(cell, [rec("toothbrush", "shots=2", 10.0),
+                                  rec("toothbrush", "default", 40.0)]) == 10.0
+    assert grid.estimate_s(cell, [rec("toothbrush", "default", 40.0)]) == 40.0
     assert grid.estimate_s(cell, [], [rec("grid", "shots=2,support_draw=1", 3.0)]) == 3.0
     assert grid.estimate_s(cell, []) == grid.DEFAULT_COST_S["pouta"]
 

@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 from tqdm.auto import tqdm
 
 from ..data import read_image
-from ..env import cache_dir, kept_teachers_dir
+from ..env import cache_dir
 from ..networks import IMAGENET_MEAN, IMAGENET_STD
 from ..networks.efficientad import TEACHER_CHANNELS, pdn
 from ..networks.efficientnet_lite import efficientnet_lite0
@@ -208,11 +208,10 @@ def _distil(cfg: dict, paths: Sequence[Path], source: str, device: torch.device,
     final = teacher_file(cfg, paths, seed)
     ckpt = final.with_suffix(".ckpt")
     teacher = pdn(cfg["size"], TEACHER_CHANNELS, padding=True).to(device)
-    for done in (final, kept_teachers_dir() / final.name):  # the cache, then the kept copy
-        if done.is_file():
-            state = torch.load(done, map_location="cpu", weights_only=False)
-            teacher.load_state_dict(state["model"])
-            return teacher.eval(), {**state["info"], "cached": True}
+    if final.is_file():
+        state = torch.load(final, map_location="cpu", weights_only=False)
+        teacher.load_state_dict(state["model"])
+        return teacher.eval(), {**state["info"], "cached": True}
     cpu0 = time.process_time()
 
     s, n_steps = cfg["image_size"], distil_steps(cfg)

@@ -12,8 +12,9 @@ diagnostic of ours (the Noise-to-Norm blur floor, the TSDN ablation rows on MPDD
 
 Estimated cost (:func:`estimate_s`): the measured ``total_s`` of the cell's own record when one
 exists (also a stale one: the same cell at an older config costs about the same), else the
-median over the records of the same paper and variant in other categories, else the median over
-the paper's records, else (``paper`` profile) the cell's work over the throughput measured by
+median over the records of the same paper in the same category (the same variant first), else
+of the same variant in other categories, else the median over the paper's records, else
+(``paper`` profile) the cell's work over the throughput measured by
 ``repro.bench_train`` (:func:`bench_estimate_s`), else the per-paper constant of
 :data:`DEFAULT_COST_S`. The estimate is in seconds on the device the records, or the throughput
 file, were made on; nothing converts CPU seconds to GPU seconds.

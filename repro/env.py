@@ -31,9 +31,9 @@ def cache_dir() -> Path:
 
 
 def kept_teachers_dir() -> Path:
-    """``results/teachers/``: distilled teachers kept beside the records they made (committed for
-    the real_subset runs); ``experiments.restore_kept_teachers`` copies them into the cache, so a
-    fresh checkout or another machine reuses them instead of distilling again. Copy a finished
+    """``results/teachers/``: distilled teachers kept outside the cache (ignored by git);
+    ``experiments.restore_kept_teachers`` copies them into the cache, so another checkout or
+    machine reuses them instead of distilling again. Copy a finished
     ``.cache/teachers/teacher-*.pt`` here to keep it."""
     return results_dir() / "teachers"
 

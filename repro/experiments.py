@@ -294,9 +294,9 @@ def preflight(store: RunStore, root: Path, dataset: str, category: str,
 
 
 def restore_kept_teachers() -> list[Path]:
-    """Copy the distilled teachers kept under ``results/teachers/`` (committed beside the
-    real_subset records) into ``cache/teachers/`` where the cache has none of that name, so a
-    fresh checkout reuses them instead of distilling again. A teacher's file name holds its
+    """Copy the distilled teachers kept under ``results/teachers/`` (ignored by git) into
+    ``cache/teachers/`` where the cache has none of that name, so another checkout reuses them
+    instead of distilling again. A teacher's file name holds its
     fingerprint (distillation settings, image list, seed), so a kept file is used only where
     the same teacher would be distilled. Returns the files copied."""
     kept, cache = kept_teachers_dir(), cache_dir() / "teachers"

@@ -409,7 +409,7 @@ def test_two_categories_share_one_teacher_file(two_loco_root, scratch_store, tmp
     assert first["extra"]["teacher"]["cached"] is False and second["extra"]["teacher"]["cached"]
     assert second["extra"]["teacher"]["history"] == first["extra"]["teacher"]["history"]
     assert "train/good" not in first["extra"]["teacher"]["images"]
-    # a teacher kept in results/teachers (committed) serves a checkout without the cache
+    # a teacher kept in results/teachers (outside the cache) serves a checkout without the cache
     kept = tmp_path / "results" / "teachers"
     kept.mkdir(parents=True)
     files[0].rename(kept / files[0].name)

@@ -374,9 +374,10 @@ def current_records(paper: str, profile: str, data_root: str | None = None
     root = resolve_data_root(data_root, get_profile(profile))
     store = store_for(profile)
     variants = {v for c in CLAIMS[paper] for v in (c.better, c.worse)}
+    only = grid.claim_categories(paper, profile)
     records, arrays = {}, {}
     for cell in grid.cells(profile, root, paper=paper, experiment="main", matrix=False):
-        if cell.variant not in variants:
+        if cell.variant not in variants or (only is not None and cell.category not in only):
             continue
         key, config, did = cell_identity(cell.paper, cell.experiment, cell.dataset,
                                          cell.category, variant=cell.variant, seed=cell.seed,

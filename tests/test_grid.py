@@ -82,6 +82,9 @@ def test_estimate_prefers_the_cells_own_current_record():
                                   rec("toothbrush", "default", 40.0)]) == 10.0
     assert grid.estimate_s(cell, [rec("toothbrush", "default", 40.0)]) == 40.0
     assert grid.estimate_s(cell, [], [rec("grid", "shots=2,support_draw=1", 3.0)]) == 3.0
+    # an older record of the cell itself beats the current records of other cells
+    assert grid.estimate_s(cell, [rec("grid", "default", 40.0)],
+                           [rec("grid", "shots=2,support_draw=1", 3.0)]) == 3.0
     assert grid.estimate_s(cell, []) == grid.DEFAULT_COST_S["pouta"]
 
 
@@ -285,3 +288,20 @@ def test_claim_cells_get_three_seeds_and_the_others_one(synthetic_root):
     # explicit seeds: every cell exactly those; the paper profile: seed 0 unless asked
     assert {c.seed for c in grid.cells("smoke", synthetic_root, seeds=[4])} == {4}
     assert grid.claim_seeds("paper") == (0,)
+
+
+def test_claim_categories_restrict_the_claim_seeds_and_rows(synthetic_root, monkeypatch):
+    """A profile that names a paper's claim categories (real_subset TSDN: toothbrush) runs 3
+    seeds there only; its other printed categories run the rows of their own tables, once."""
+    monkeypatch.setitem(grid.CLAIM_CATEGORIES, ("smoke", "tsdn"), ("toothbrush",))
+    seeds: dict[tuple, set] = {}
+    for c in grid.cells("smoke", synthetic_root, paper="tsdn", dataset="mvtec_ad",
+                        matrix=False):
+        seeds.setdefault((c.category, c.variant), set()).add(c.seed)
+    assert {v for (cat, v) in seeds if cat == "toothbrush"} == set(grid.TSDN_ROWS)
+    assert all(seeds[("toothbrush", v)] == {0, 1, 2} for v in grid.TSDN_ROWS)
+    # grid is printed in Table 3 only: its four rows, seed 0
+    assert {v for (cat, v) in seeds if cat == "grid"} == set(grid.TSDN_T3.values())
+    assert all(s == {0} for (cat, _), s in seeds.items() if cat == "grid")
+    assert grid.claim_categories("tsdn", "real_subset") == ("toothbrush",)
+    assert grid.claim_categories("tsdn", "paper") is None

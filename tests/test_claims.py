@@ -123,3 +123,12 @@ def test_paper_difference_is_like_for_like_or_says_so():
     mean_only = claims.CLAIMS["pouta"][0]  # Table V prints means only
     p, note = claims.paper_difference(mean_only, ["grid", "toothbrush"])
     assert note.startswith("paper mean over") and note.endswith("ours over 2")
+
+
+def test_a_mean_only_paper_table_names_the_datasets_category_count():
+    """POUTA's Table V prints only the MVTec AD mean: the note counts its 15 categories."""
+    from repro.claims import CLAIMS, paper_difference
+
+    value, note = paper_difference(CLAIMS["pouta"][0], ["toothbrush"])
+    assert note == "paper mean over 15 categories, ours over 1"
+    assert value == pytest.approx(1.1)

@@ -305,15 +305,10 @@ def paper_difference(claim: Claim, categories: Sequence[str]) -> tuple[float, st
     same = [c for c in categories if c in printed]
     if same and len(same) == len(categories):
         return float((better[same] - worse[same]).mean()), f"same {len(same)} categories"
-    if printed:
-        n_paper = len(printed)
-    else:  # a mean-only table (POUTA's Table V): the mean over the dataset's categories
-        from .data import categories as official
+    from .data import categories as official
 
-        try:
-            n_paper = len(official(claim.dataset))
-        except ValueError:
-            n_paper = "?"
+    # a mean-only table (POUTA's Table V) averages the dataset's official categories
+    n_paper = len(printed) or len(official(claim.dataset)) or "?"
     if "mean" in better.index and "mean" in worse.index:
         return float(better["mean"] - worse["mean"]), \
             f"paper mean over {n_paper} categories, ours over {len(categories)}"

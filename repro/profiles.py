@@ -276,9 +276,12 @@ PROFILES: dict[str, Profile] = {
             # period about 8 px); so grid trains and tests at 256 px (map_sigma scaled to 4 px),
             # about 4 times the cost of its 128 px cells.
             # toothbrush (issue 13, the claim category here; repro.grid.CLAIM_CATEGORIES): at 60
-            # epochs (48 images, 360 steps) every row still lost 12-20 % of L_r and L_s over its
+            # epochs (48 images, 360 steps) every row still lost 12-23 % of L_r and L_s over its
             # last tenth, so the convergence rule made every claim inconclusive; 150 epochs
-            # (900 steps), about 2.5 times the cost (3-7 CPU-minutes per row at 60 epochs).
+            # (900 steps) cost 10-21 CPU-minutes per row (1.9-3.0 times the 3-9 at 60 epochs)
+            # and raised the full model's pixel AUROC from 81 to 95 % (seed 0), yet every row
+            # still loses 5-13 % of L_r (and of L_m, L_g or L_s) over its last tenth: still
+            # flagged as not converged (notebook 02's convergence cell lists them).
             "tsdn": {"image_size": 128, "epochs": 60, "lr": 5e-4, "c": 32,
                      "widths": [128, 64, 32, 16, 16], "fne_hidden": [128, 64], "map_sigma": 2.0,
                      "checkpoint_every": 10, "latency_repeats": 20,

@@ -141,6 +141,40 @@ def show_table(df: pd.DataFrame, floatfmt: str = ".2f", max_rows: int = 40) -> N
     md(df.head(max_rows).to_markdown(index=False, floatfmt=floatfmt) + more)
 
 
+def show_long(df: pd.DataFrame, columns: Sequence[str] | None = None, floatfmt: str = ".2f",
+              index: bool = True) -> None:
+    """A long-format table (ours beside the paper's) as Markdown, "-" for a missing cell;
+    ``columns`` picks and orders them, with ``value`` shown as "ours" and ``paper_value`` as
+    "paper"."""
+    if columns is not None:
+        df = df[list(columns)].rename(columns={"value": "ours", "paper_value": "paper"})
+    md(df.to_markdown(index=index, floatfmt=floatfmt).replace(" nan ", "   - "))
+
+
+def standin_notice(records: Sequence[dict], profile: str, what: str = "this table",
+                   fix: str = "Put the published files under TORCH_HOME (or set imagenet_dir) "
+                              "to run as printed.") -> None:
+    """Above a table built from runs that used a stand-in (the record's ``weights``: the list
+    ``standins``, or ``standin`` with its ``note``): a red box under the ``paper`` profile,
+    where it changes what the numbers mean, and one line under the other profiles."""
+    records = list(records)
+    used = [r for r in records if r["weights"].get("standin")]
+    if not used:
+        return
+    names = sorted({s for r in used
+                    for s in (r["weights"].get("standins") or [r["weights"]["note"]])})
+    if profile == "paper":
+        from IPython.display import HTML, display
+
+        items = "".join(f"<li>{s}</li>" for s in names)
+        display(HTML(f'<div style="border:2px solid #c00;background:#fee;padding:6px 10px">'
+                     f"<b>Stand-in, not the paper's setting:</b> {len(used)} of {len(records)} "
+                     f"runs behind {what} used<ul>{items}</ul>{fix}</div>"))
+    else:
+        print(f"note: {len(used)} of {len(records)} runs behind {what} use a stand-in: "
+              f"{'; '.join(names)}")
+
+
 def md(text: str) -> None:
     """Show Markdown (a table, a provenance header with its bold labels) as rendered Markdown
     in the notebook, not as printed text."""

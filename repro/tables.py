@@ -218,6 +218,21 @@ def write_table(df: pd.DataFrame, paper: str, table: str, profile: str) -> Path:
     return csv_path
 
 
+def finish_table(ours: pd.DataFrame, paper: str, table: str, profile: str, *,
+                 methods: Iterable[str] | None = None, only_mean: bool = False,
+                 means: bool = True) -> pd.DataFrame:
+    """The last steps of every notebook table: our category means (``means``; only the mean
+    rows with ``only_mean``, for a table the paper prints as a mean), joined with the paper's
+    rows of ``methods`` (``join_with_paper``) and written under ``results/<profile>/tables``."""
+    if means:
+        ours = add_means(ours)
+    if only_mean:
+        ours = ours[ours["category"] == "mean"]
+    joined = join_with_paper(paper, table, ours, methods=methods)
+    write_table(joined, paper, table, profile)
+    return joined
+
+
 def own_cells(df: pd.DataFrame, paper: str) -> pd.Series:
     """Rows that are the paper's own results (its method, its ablation variants, and the
     EfficientAD / vanilla baselines it re-implements), as opposed to baselines quoted from

@@ -26,7 +26,8 @@ def _local_only(host, *args, **kwargs):
         ipaddress.ip_address(name)  # a numeric address needs no lookup
     except (TypeError, ValueError):
         if name not in (None, "", "localhost", socket.gethostname(), socket.getfqdn()):
-            raise socket.gaierror(socket.EAI_NONAME, f"tests run offline: lookup of {name!r}")
+            raise socket.gaierror(socket.EAI_NONAME,
+                                  f"tests run offline: lookup of {name!r}") from None
     return _getaddrinfo(host, *args, **kwargs)
 
 

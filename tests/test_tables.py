@@ -189,3 +189,35 @@ def test_the_wide_view_shows_mean_sd_seeds_and_the_paper():
     assert rows["tubes"][0] == "50.00" and rows["tubes"][-1] == "1"  # one seed: no sd
     assert rows["bracket_black"][0] == "-" and rows["bracket_black"][1] != "-"  # paper only
     assert list(rows)[-1] == "mean"  # the mean row last
+
+
+def test_finish_table_adds_means_joins_and_writes(tmp_path, monkeypatch):
+    """The notebooks' common tail: means (or only the mean rows), the paper's rows, the files."""
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path))
+    monkeypatch.delenv("REPRO_STAGE_DIR", raising=False)
+    ours = tables.cells_from_records(
+        [_record("metal_plate", 0.9), _record("tubes", 0.5)], paper="n2n", table="table4",
+        method="noise_to_norm", metrics={"image_auroc": "image_auroc"})
+    joined = tables.finish_table(ours, "n2n", "table4", "smoke")
+    pd.testing.assert_frame_equal(joined, tables.join_with_paper("n2n", "table4",
+                                                                 tables.add_means(ours)))
+    back = pd.read_csv(tmp_path / "smoke" / "tables" / "n2n_table4.csv")
+    assert len(back) == len(joined)
+    only = tables.finish_table(ours, "n2n", "table4", "smoke", only_mean=True)
+    assert set(only.dropna(subset=["value"]).category) == {"mean"}
+    raw = tables.finish_table(ours, "n2n", "table4", "smoke", means=False)
+    assert "mean" not in set(raw.dropna(subset=["value"]).category)
+
+
+def test_standin_notice_names_each_stand_in(capsys):
+    from repro.report import standin_notice
+
+    b5 = {"weights": {"standin": True, "note": "Lite0 for b5"}}
+    puad = {"weights": {"standin": True, "standins": ["DTD instead of ImageNet", "Lite0 teacher"]}}
+    printed = {"weights": {"standin": False, "standins": []}}
+    standin_notice([b5, puad, printed], "smoke", "Table 1")
+    out = capsys.readouterr().out
+    assert "2 of 3 runs behind Table 1" in out
+    assert "DTD instead of ImageNet; Lite0 for b5; Lite0 teacher" in out
+    standin_notice([printed], "smoke")
+    assert capsys.readouterr().out == ""

@@ -23,7 +23,8 @@ file, were made on; nothing converts CPU seconds to GPU seconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -259,7 +260,8 @@ def _family(variant: str) -> str:
     return ",".join(p for p in variant.split(",") if not p.startswith("support_draw="))
 
 
-def estimate_s(cell: Cell, current: Sequence[dict], other: Sequence[dict] = ()) -> float:
+def estimate_s(cell: Cell, current: Sequence[dict], other: Sequence[dict] = (),
+               scale: Callable[[dict], float] | None = None) -> float:
     """Seconds one run of ``cell`` takes: the ``total_s`` of its own current record, else the
     median over the current records of the same paper, experiment, category and variant (other
     seeds; support draws pooled), else of the same category (its image size and image count set
@@ -268,13 +270,16 @@ def estimate_s(cell: Cell, current: Sequence[dict], other: Sequence[dict] = ()) 
     records; at each step the older records (``other``: a cell at another config, data or
     code costs about the same unless the budget changed) after the current ones and before the
     next step (a cheap diagnostic of the same category says little of a cell's own cost), else
-    the constant of :data:`DEFAULT_COST_S`."""
+    the constant of :data:`DEFAULT_COST_S`. Each record's time is multiplied by
+    ``scale(record)`` (:func:`work_ratio` in :func:`plan`: the cell's training work over the
+    record's, 1 for a record of the same config and category), so juice_bottle's training
+    images are not priced as metal_plate's and grid at 256 px not as its older 128 px record."""
     k = cell.key("")
     fields = ("paper", "experiment", "dataset", "category", "variant", "seed")
 
     def seconds(recs, same):
-        return [r["timings"]["total_s"] for r in recs
-                if r.get("timings", {}).get("total_s") and same(r["key"])]
+        return [r["timings"]["total_s"] * (scale(r) if scale else 1.0)
+                for r in recs if r.get("timings", {}).get("total_s") and same(r["key"])]
 
     def own(rk):
         return all(rk[f] == getattr(k, f) for f in fields)
@@ -345,6 +350,39 @@ def work(cell: Cell, config: dict, n_full: int) -> dict[str, float]:
     return {}
 
 
+def work_units(cell: Cell, config: dict, n_full: int) -> float | None:
+    """One number proportional to a cell's training cost: :func:`work`'s images times the
+    pixels per image (``train_crop`` or ``image_size`` squared, after the category's
+    ``category_overrides``, where the config has one), or its steps; None where :func:`work`
+    has nothing."""
+    from .methods.common import category_config
+
+    over = dict(config.get("category_overrides") or {})
+    if cell.category in over:  # older records key an override by the bare category name
+        over.setdefault(f"{cell.dataset}/{cell.category}", over.pop(cell.category))
+    config = category_config({**config, "category_overrides": over}, cell.dataset, cell.category)
+    todo = work(cell, config, n_full)
+    if "images" in todo:  # a training window (POUTA's train_crop) costs its own pixels
+        side = config.get("train_crop") or config.get("image_size") or 1
+        return todo["images"] * float(side) ** 2
+    return float(todo["steps"]) if "steps" in todo else None
+
+
+def work_ratio(cell: Cell, config: dict, n_full: int, record: dict, n_record: int) -> float:
+    """How much more (or less) ``cell`` trains than the cell of ``record`` (its config and its
+    category's ``n_record`` training images): the ratio of :func:`work_units`, 1 where either
+    is unknown (a config :func:`work` cannot read, an empty category)."""
+    rk = record["key"]
+    other = Cell(rk["paper"], rk["experiment"], rk["dataset"], rk["category"], rk["variant"],
+                 rk["seed"], ())
+    try:
+        mine, theirs = work_units(cell, config, n_full), work_units(other, record["config"],
+                                                                    n_record)
+    except (KeyError, TypeError, ValueError):  # an older record's config
+        return 1.0
+    return mine / theirs if mine and theirs else 1.0
+
+
 def bench_estimate_s(cell: Cell, config: dict, counts: tuple[int, int],
                      bench: dict) -> float | None:
     """Seconds from the measured throughput of ``bench`` (``repro.bench_train``): the cell's
@@ -399,14 +437,27 @@ def plan(profile: str, data_root: str | None = None, bench: dict | None = None,
         found.append((cell, key, config, status, why))
     current = [store.get(key) for _, key, _, status, _ in found if status == "done"]
     other = [r for _, key, _, status, _ in found if status != "done" and (r := store.get(key))]
+    @functools.cache
+    def counts(dataset: str, category: str) -> tuple[int, int]:
+        try:
+            return _counts(root, dataset, category)
+        except D.DatasetError:  # a record of a category absent here: priced unscaled
+            return 0, 0
+
     rows, teachers = [], set()
     for cell, _key, config, status, why in found:
-        seconds, source = estimate_s(cell, current, other), "records"
+        n_full = counts(cell.dataset, cell.category)[0]
+
+        def scale(rec, cell=cell, config=config, n_full=n_full):
+            rk = rec["key"]
+            return work_ratio(cell, config, n_full, rec, counts(rk["dataset"], rk["category"])[0])
+
+        seconds, source = estimate_s(cell, current, other, scale), "records"
         if seconds == DEFAULT_COST_S[cell.paper]:
             source = "constant"
             if bench and profile == "paper":
-                counts = _counts(root, cell.dataset, cell.category)
-                measured = bench_estimate_s(cell, config, counts, bench)
+                measured = bench_estimate_s(cell, config, counts(cell.dataset, cell.category),
+                                            bench)
                 if measured is not None:
                     seconds, source = measured, "benchmark"
                     if cell.paper == "puad" and config["size"] not in teachers:

@@ -305,3 +305,38 @@ def test_claim_categories_restrict_the_claim_seeds_and_rows(synthetic_root, monk
     assert all(s == {0} for (cat, _), s in seeds.items() if cat == "grid")
     assert grid.claim_categories("tsdn", "real_subset") == ("toothbrush",)
     assert grid.claim_categories("tsdn", "paper") is None
+
+
+def test_an_estimate_from_other_work_is_scaled_by_the_training_work():
+    """A record of another category or config prices a cell by the ratio of what they train:
+    training images x epochs x pixels per image (POUTA: its training window)."""
+    from repro.profiles import paper_config
+
+    config = paper_config("tsdn", "real_subset")
+    cell = grid.Cell("tsdn", "main", "mvtec_loco", "juice_bottle", "default", 0, ())
+    rec = {"key": {"paper": "tsdn", "experiment": "main", "dataset": "mpdd",
+                   "category": "metal_plate", "variant": "default", "seed": 0},
+           "config": config, "timings": {"total_s": 100.0}}
+    assert grid.work_ratio(cell, config, 300, rec, 50) == pytest.approx(6.0)
+    assert grid.estimate_s(cell, [rec], scale=lambda r: 6.0) == pytest.approx(600.0)
+    assert grid.estimate_s(cell, [rec]) == pytest.approx(100.0)  # no scale: as measured
+    bigger = {**config, "category_overrides": {
+        "mvtec_loco/juice_bottle": {"image_size": 2 * config["image_size"]}}}
+    assert grid.work_ratio(cell, bigger, 50, rec, 50) == pytest.approx(4.0)
+    # an older record keyed its override by the bare category name: still read
+    old = {**rec, "key": {**rec["key"], "dataset": "mvtec_loco", "category": "juice_bottle"},
+           "config": {**config, "category_overrides": {
+               "juice_bottle": {"image_size": 2 * config["image_size"]}}}}
+    assert grid.work_ratio(cell, config, 50, old, 50) == pytest.approx(0.25)
+    # POUTA trains on windows: a 128 px window of a 256 px image costs 128 px
+    pconf = paper_config("pouta", "real_subset")
+    pcell = grid.Cell("pouta", "main", "mvtec_ad", "grid", "default", 0, ())
+
+    def pouta(**over):
+        return {**pconf, "category_overrides": {"mvtec_ad/grid": over}}
+
+    prec = {**rec, "key": {**rec["key"], "paper": "pouta", "dataset": "mvtec_ad",
+                           "category": "grid"}, "config": pouta(image_size=128)}
+    assert grid.work_ratio(pcell, pouta(image_size=256, train_crop=128), 25, prec, 25) == 1.0
+    assert grid.work_ratio(pcell, pouta(image_size=256), 25, prec, 25) == pytest.approx(4.0)
+    assert grid.work_ratio(cell, config, 50, {**rec, "config": {}}, 50) == 1.0  # unreadable

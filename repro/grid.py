@@ -437,6 +437,7 @@ def plan(profile: str, data_root: str | None = None, bench: dict | None = None,
         found.append((cell, key, config, status, why))
     current = [store.get(key) for _, key, _, status, _ in found if status == "done"]
     other = [r for _, key, _, status, _ in found if status != "done" and (r := store.get(key))]
+
     @functools.cache
     def counts(dataset: str, category: str) -> tuple[int, int]:
         try:

@@ -151,9 +151,7 @@ def show_long(df: pd.DataFrame, columns: Sequence[str] | None = None, floatfmt: 
     md(df.to_markdown(index=index, floatfmt=floatfmt).replace(" nan ", "   - "))
 
 
-def standin_notice(records: Sequence[dict], profile: str, what: str = "this table",
-                   fix: str = "Put the published files under TORCH_HOME (or set imagenet_dir) "
-                              "to run as printed.") -> None:
+def standin_notice(records: Sequence[dict], profile: str, what: str = "this table") -> None:
     """Above a table built from runs that used a stand-in (the record's ``weights``: the list
     ``standins``, or ``standin`` with its ``note``): a red box under the ``paper`` profile,
     where it changes what the numbers mean, and one line under the other profiles."""
@@ -169,7 +167,9 @@ def standin_notice(records: Sequence[dict], profile: str, what: str = "this tabl
         items = "".join(f"<li>{s}</li>" for s in names)
         display(HTML(f'<div style="border:2px solid #c00;background:#fee;padding:6px 10px">'
                      f"<b>Stand-in, not the paper's setting:</b> {len(used)} of {len(records)} "
-                     f"runs behind {what} used<ul>{items}</ul>{fix}</div>"))
+                     f"runs behind {what} used<ul>{items}</ul>Put the published weights under "
+                     "TORCH_HOME/hub/checkpoints (PUAD's ImageNet images: set imagenet_dir) to "
+                     "run as printed.</div>"))
     else:
         print(f"note: {len(used)} of {len(records)} runs behind {what} use a stand-in: "
               f"{'; '.join(names)}")

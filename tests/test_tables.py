@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -221,3 +222,46 @@ def test_standin_notice_names_each_stand_in(capsys):
     assert "DTD instead of ImageNet; Lite0 for b5; Lite0 teacher" in out
     standin_notice([printed], "smoke")
     assert capsys.readouterr().out == ""
+
+
+def test_support_brightness_reads_the_support_list_and_the_good_test_images(tmp_path, monkeypatch):
+    """Hand-made grey levels: a support set drawn from a darker acquisition mode than every
+    good test image is reported as outside their range, one holding a matching image inside."""
+    from PIL import Image
+
+    from repro.report import mean_grey, support_brightness
+
+    cat = tmp_path / "data" / "mvtec_ad" / "toothbrush"
+
+    def put(rel, grey):
+        (cat / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.full((8, 8, 3), grey, np.uint8)).save(cat / rel)
+
+    for i, g in enumerate([40, 44, 52]):
+        put(f"train/good/{i:03d}.png", g)
+    put("test/good/000.png", 51)
+    put("test/good/001.png", 54)
+    put("test/defective/000.png", 44)
+    (cat / "ground_truth" / "defective").mkdir(parents=True)
+    mask = np.full((8, 8), 255, np.uint8)
+    Image.fromarray(mask).save(cat / "ground_truth/defective/000_mask.png")
+    assert mean_grey(cat / "train/good/002.png") == 52.0
+    monkeypatch.setenv("REPRO_RESULTS", str(tmp_path / "results"))
+    support = tmp_path / "results" / "p" / "support"
+    support.mkdir(parents=True)
+    for name, files in (("dark.json", ["000", "001"]), ("mixed.json", ["000", "002"])):
+        listed = [f"toothbrush/train/good/{f}.png" for f in files]
+        (support / name).write_text(json.dumps({"dataset": "mvtec_ad", "category": "toothbrush",
+                                                "files": listed}))
+    metrics = {"image_auroc": 0.2, "pixel_auroc": 0.9}
+    records = {("mvtec_ad", "toothbrush", v): {"extra": {"train_images": f"support set {v}.json"},
+                                               "metrics": metrics} for v in ("dark", "mixed")}
+    records["mvtec_ad", "toothbrush", "default"] = {"extra": {"train_images": "all 3"},
+                                                    "metrics": metrics}
+    out = support_brightness(records, tmp_path / "data", "p").set_index("run")
+    assert list(out.index) == ["dark", "mixed"]  # the full-data run has no support set
+    assert out.loc["dark", "support mean grey"] == "40.0 44.0"
+    assert out.loc["dark", "good test mean grey"] == "51.0-54.0"
+    assert not out.loc["dark", "support in the good test range"]
+    assert out.loc["mixed", "support in the good test range"]
+    assert out.loc["mixed", "image AUROC"] == pytest.approx(20.0)

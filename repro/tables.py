@@ -100,7 +100,8 @@ def add_means(df: pd.DataFrame, category: str = "mean") -> pd.DataFrame:
         row["value"] = g["value"].mean()
         row["sd"] = np.nan  # over categories, not seeds: no seed spread
         row["seeds"] = int(g["seeds"].min()) if "seeds" in g else 1
-        row["note"] = f"{MEAN_NOTE}{g['category'].nunique()} categories: {', '.join(g['category'])}"
+        n, names = g["category"].nunique(), ", ".join(g["category"])
+        row["note"] = f"{MEAN_NOTE}{n} categor{'y' if n == 1 else 'ies'}: {names}"
         row["data"] = "; ".join(sorted(set(g["data"])))  # e.g. "real mpdd/a; real mpdd/b"
         means.append(row)
     return pd.concat([df, pd.DataFrame(means)], ignore_index=True)
@@ -150,7 +151,10 @@ def _like_for_like_means(merged: pd.DataFrame, printed: pd.DataFrame) -> None:
             merged.at[i, "diff"] = row["value"] - merged.at[i, "paper_value"]
             merged.at[i, "note"] = f"{note}; paper: its values of the same categories"
         elif not pd.isna(row["paper_value"]):
-            n_paper = f"{len(values)}" if len(values) else "its (unlisted)"
+            from .data import categories as official
+
+            # a mean-only table (POUTA's Table V) averages the dataset's official categories
+            n_paper = len(values) or len(official(row["dataset"])) or "its (unlisted)"
             merged.at[i, "diff"] = np.nan
             merged.at[i, "note"] = (f"{note}; paper mean over {n_paper} categories, ours over "
                                     f"{len(cats)}: no difference")

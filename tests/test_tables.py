@@ -171,7 +171,8 @@ def test_a_mean_of_unlike_category_sets_has_no_difference():
     mean = joined[(joined.category == "mean") & (joined.variant == "pouta")
                   & (joined.metric == "image_auroc")].iloc[0]
     assert mean.paper_value == pytest.approx(99.5) and np.isnan(mean["diff"])
-    assert "paper mean over" in mean.note and "ours over 1: no difference" in mean.note
+    assert "mean of 1 category: grid" in mean.note
+    assert "paper mean over 15 categories, ours over 1: no difference" in mean.note
     assert "no difference" in tables.to_markdown(joined)
 
 

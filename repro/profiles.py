@@ -261,11 +261,18 @@ PROFILES: dict[str, Profile] = {
             # Still short (stop 22): leaving the plateau is a matter of chance at this budget.
             # The full model and the vanilla network leave it in the joint phase (0.55, 0.36 at
             # the end), the three ablation rows (pouta_base, +hsg, +mss) do not (0.85-0.88 vs
-            # 0.87). Probes, another initialisation each: the reconstructive network alone, lr
+            # 0.87). Probes (seed 0 unless named, not the runs' initialisations): the network alone, lr
             # 2e-4, 1050 steps: 0.872 vs 0.870 (never left); lr 1e-3, 300 steps, and width 32 at
             # 5e-4, 250 steps: not left; pouta_base with 270 joint epochs and no warm-up (the
-            # same 1080 steps): 0.875 vs 0.871. DRAEM, whose layout this is, takes about 23k
-            # steps (700 epochs); a budget that leaves the plateau reliably is beyond this CPU.
+            # same 1080 steps): 0.875 vs 0.871. The image size decides it: the reconstructive
+            # network alone on 128 px windows of grid at 512 px (the mesh period about 32 px,
+            # two cells of the /16 bottleneck; the same cost per step) left the plateau within
+            # 100 steps for both initialisations tried (seed 0: 0.685 vs 0.711 at step 100, 0.275
+            # at 550; seed 1: 0.599 at 100, 0.369 at 300), while seed 1 at 256 px stayed on it
+            # (0.880 vs 0.875 at 250). Next: grid at 512 px (score_pool 47), which recomputes
+            # its 14 POUTA cells; not done yet. The probes of the network alone are
+            # `python -m repro.probe_pouta_rec --size 512 --steps 300 --seed 1` (--lr, --width);
+            # the joint one ran run_cell with this entry set to epochs 270, rec_warmup_epochs 0.
             "pouta": {"image_size": 128, "epochs": 120, "rec_width": 16, "vanilla_width": 14,
                       "c2f_widths": [24, 24, 48, 96], "score_pool": 11, "checkpoint_every": 20,
                       "latency_size": 128, "latency_repeats": 20, "workers": 0,

@@ -260,7 +260,7 @@ PROFILES: dict[str, Profile] = {
             # (21 at 224 scaled to 256, odd); its cells cost about 12 min instead of 8.
             # Still short (stop 22): leaving the plateau is a matter of chance at this budget.
             # The full model and the vanilla network leave it in the joint phase (0.55, 0.36 at
-            # the end), the three ablation rows (pouta_base, +hsg, +mss) do not (0.85-0.88 vs
+            # the end), the three ablation rows (pouta_base, +hsg, +mss) do not (0.86-0.88 vs
             # 0.87). Probes (seed 0 unless named, not the runs' initialisations): the network
             # alone, lr 2e-4, 1050 steps: 0.872 vs 0.870 (never left); lr 1e-3, 300 steps, and
             # width 32 at 5e-4, 250 steps: not left; pouta_base, 270 joint epochs, no warm-up (the

@@ -226,37 +226,31 @@ def mean_grey(path: Path) -> float:
         return float(np.asarray(im.convert("L"), dtype=np.float64).mean())
 
 
-def support_brightness(records: dict, data_root: Path, profile: str,
-                       tolerance: float = 0.0) -> pd.DataFrame:
+def support_brightness(records: dict, data_root: Path, profile: str) -> pd.DataFrame:
     """Each few-shot record (``records`` keyed (dataset, category, variant), values with
     ``extra.train_images`` = "support set <file>") against the brightness of its images: the
     mean grey level of each support image, the range of the good test images' mean grey
-    levels, and whether some support image lies in that range (within ``tolerance``). A
+    levels, and whether some support image lies in that range. A
     support set drawn from other acquisition conditions than the good test images can make a
     model fitted to k images flag every good test image, whatever it does on defect pixels."""
     from .data import load_support
+    from .env import results_dir
 
     rows = []
     for (ds, cat, v), r in records.items():
         note = str(r["extra"].get("train_images", ""))
         if not note.startswith("support set "):
             continue
-        support_file = results_support_path(profile, note.removeprefix("support set ").split()[0])
+        name = note.removeprefix("support set ").split()[0]  # "<file>" or "<file> (new)"
+        support_file = results_dir() / profile / "support" / name
         support = [mean_grey(s.path) for s in load_support(support_file, Path(data_root) / ds)]
         good = [mean_grey(g.path) for g in list_records(data_root, ds, cat, "test") if g.label == 0]
         lo, hi = min(good), max(good)
         rows.append({"category": cat, "run": v,
                      "support mean grey": " ".join(f"{s:.1f}" for s in support),
                      "good test mean grey": f"{lo:.1f}-{hi:.1f}",
-                     "support in the good test range": any(lo - tolerance <= s <= hi + tolerance
-                                                           for s in support),
+                     "support in the good test range": any(lo <= s <= hi for s in support),
                      "image AUROC": 100 * r["metrics"]["image_auroc"],
                      "pixel AUROC": 100 * r["metrics"]["pixel_auroc"]})
     return pd.DataFrame(rows)
 
-
-def results_support_path(profile: str, name: str) -> Path:
-    """A committed support-set file of ``profile`` by its file name."""
-    from .env import results_dir
-
-    return results_dir() / profile / "support" / name

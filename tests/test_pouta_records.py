@@ -46,8 +46,8 @@ def collapsed(rec: dict) -> str:
 
 # issue 11, point 10, still short: on MVTec grid the reconstruction sits at the mean-colour
 # plateau through the 600 warm-up steps; the full model and the vanilla network leave it in the
-# joint phase (L_rec 0.56 and 0.36 at the end), the three ablation rows do not within 1080 steps
-# (leaving it is a matter of chance at this budget: the probes are listed in repro/profiles.py)
+# joint phase (L_rec 0.55 and 0.36 at the last epoch), the three ablation rows do not within
+# 1080 steps (a matter of chance at 256 px; the probes are listed in repro/profiles.py)
 GRID_ABLATION = [("mvtec_ad", "grid", v) for v in grid.POUTA_ABLATION
                  if v.startswith("model=pouta_base")]
 

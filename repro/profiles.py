@@ -143,7 +143,7 @@ PAPER_CONFIG: dict[str, dict] = {
         #                    is the list committed before there were draws
         "category_overrides": {},  # ours: {"<dataset>/<category>": {key: value}} applied on
         #                           top of the profile for one category (real_subset: grid
-        #                           at 256 px, issue 11); a
+        #                           at 512 px, issue 11); a
         #                           cell's identity holds only its own category's entry
         "rec_warmup_epochs": 0,  # printed: one joint training from the first step; ours, a
         #                         value > 0: that many epochs (full-data epochs, as many steps
@@ -251,35 +251,27 @@ PROFILES: dict[str, Profile] = {
             # flags it). At 128 px the mesh has a period of about 8 px with 1-2 px wires; grid
             # has 25 training images here, so 120 epochs are 480 optimiser steps. At 128 px
             # neither 1440 joint steps (epochs 360), nor 1200 steps of L_rec alone
-            # (rec_warmup_epochs 300) left the plateau. At 256 px (the mesh period about 16 px)
-            # on random 128 px windows, the training cost of 128 px, it does: a probe of the
-            # reconstructive network alone left it at step ~450 (0.32 at 650; mean colour 0.871);
-            # the real_subset run (600 steps of L_rec alone, then the 480 joint steps) left it in
-            # the joint phase (0.877 -> 0.552 at the last epoch). So grid trains at 256 px on 128
-            # px windows with a 150-epoch warm-up, tests on whole 256 px images, and pools 23
-            # (21 at 224 scaled to 256, odd); its cells cost about 12 min instead of 8.
-            # Still short (stop 22): leaving the plateau is a matter of chance at this budget.
-            # The full model and the vanilla network leave it in the joint phase (0.55, 0.36 at
-            # the end), the three ablation rows (pouta_base, +hsg, +mss) do not (0.86-0.88 vs
-            # 0.87). Probes (seed 0 unless named, not the runs' initialisations): the network
-            # alone, lr 2e-4, 1050 steps: 0.872 vs 0.870 (never left); lr 1e-3, 300 steps, and
-            # width 32 at 5e-4, 250 steps: not left; pouta_base, 270 joint epochs, no warm-up (the
-            # same 1080 steps): 0.875 vs 0.871. The image size decides it: the reconstructive
-            # network alone on 128 px windows of grid at 512 px (the mesh period about 32 px,
-            # two cells of the /16 bottleneck; the same cost per step) left the plateau within
-            # 100 steps for both initialisations tried (seed 0: 0.685 vs 0.711 at step 100, 0.275
-            # at 550; seed 1: 0.599 at 100, 0.369 at 300), while seed 1 at 256 px stayed on it
-            # (0.880 vs 0.875 at 250). Next: grid at 512 px (score_pool 47), which recomputes
-            # its 14 POUTA cells; not done yet. The probes of the network alone are
-            # `python -m repro.probe_pouta_rec --size 512 --steps 300 --seed 1` (--lr, --width);
-            # the joint one ran run_cell with this entry set to epochs 270, rec_warmup_epochs 0.
+            # (rec_warmup_epochs 300) left the plateau. At 256 px (mesh period about 16 px) on
+            # random 128 px windows it was a matter of chance: the full model and vanilla left it
+            # in the joint phase (0.55, 0.36 at the end), the three ablation rows did not
+            # (0.86-0.88 vs 0.87), nor did probes with lr 2e-4 for 1050 steps, lr 1e-3, width 32,
+            # or 270 joint epochs without warm-up. At 512 px (mesh period about 32 px, two cells
+            # of the /16 bottleneck) on random 128 px windows, the same cost per training step,
+            # the network alone left the plateau within 100 steps for both initialisations tried
+            # (probe seed 0: 0.685 vs 0.711 at step 100; seed 1: 0.599), and every real_subset
+            # run does (stop 23): the 150-epoch warm-up (600 steps of L_rec alone, ours) ends at
+            # 0.262 against the mean colour's 0.710, the joint phase at 0.14-0.15 in the full
+            # model, vanilla and the three ablation rows. So grid trains at 512 px on 128 px
+            # windows after that warm-up, tests on whole 512 px images and pools 47 (21 at 224
+            # scaled to 512, odd); a cell costs about 10 CPU-minutes. The probes are
+            # `python -m repro.probe_pouta_rec --size 512 --steps 300 --seed 1` (--lr, --width).
             "pouta": {"image_size": 128, "epochs": 120, "rec_width": 16, "vanilla_width": 14,
                       "c2f_widths": [24, 24, 48, 96], "score_pool": 11, "checkpoint_every": 20,
                       "latency_size": 128, "latency_repeats": 20, "workers": 0,
-                      "category_overrides": {"mvtec_ad/grid": {"image_size": 256,
+                      "category_overrides": {"mvtec_ad/grid": {"image_size": 512,
                                                                "train_crop": 128,
-                                                      "score_pool": 23,
-                                                      "rec_warmup_epochs": 150}}},
+                                                               "score_pool": 47,
+                                                               "rec_warmup_epochs": 150}}},
             # CPU budget: 34 min measured for the 21 grid, toothbrush and metal_plate runs
             # (notebook 02); map_sigma 2 px at 128 (ours; 4 px at 352 in the paper profile).
             # lr: the printed 7e-5 barely moves the from-scratch decoders in 60 epochs (grid,

@@ -208,6 +208,16 @@ PAPER_CONFIG: dict[str, dict] = {
         #                         entropy of two vectors), mean over the batch. The variant
         #                         fne_reduction=mean (our earlier reading, torch's default) left
         #                         lambda_f x L_FNE so small that the FNE never learned W_gt.
+        #                         Gradient into W' (measured stop 23; probes, not records): Eq. 3
+        #                         sums every term, so the reconstruction's gradient through
+        #                         W' x F_1/32 also sets W'; in the no-skip row t3_C it wins (test
+        #                         corr(W', W_gt) grid 0.05, metal_plate -0.03; L_FNE ends above
+        #                         C ln 2). With W' detached in the gate (the FNE trained by L_FNE
+        #                         alone, Sec. 2.4's "the training is optimized to minimize L_FNE")
+        #                         t3_C learns: grid 0.28, metal_plate 0.78; the full model on
+        #                         metal_plate 0.49 (0.20 joint). `python -m repro.probe_tsdn_fne`.
+        #                         Next: that reading as a named setting, which recomputes every
+        #                         TSDN record (about 4 CPU-hours in real_subset).
         "ssim_sigma": 1.5,  # RIAD: SSIM window 11, sigma 1.5 (L_s and the FNE target)
         "map_sigma": 4.0,  # ours: Gaussian blur G of the score map, in pixels at 352
         "category_overrides": {},  # ours: {"<dataset>/<category>": {key: value}} on top of
@@ -261,7 +271,8 @@ PROFILES: dict[str, Profile] = {
             # (probe seed 0: 0.685 vs 0.711 at step 100; seed 1: 0.599), and every real_subset
             # run does (stop 23): the 150-epoch warm-up (600 steps of L_rec alone, ours) ends at
             # 0.262 against the mean colour's 0.710, the joint phase at 0.14-0.15 in the full
-            # model, vanilla and the three ablation rows. So grid trains at 512 px on 128 px
+            # model, vanilla and the three ablation rows (seed 0; seeds 1-2 of the full model and
+            # vanilla: 0.22-0.23 and 0.12-0.13). So grid trains at 512 px on 128 px
             # windows after that warm-up, tests on whole 512 px images and pools 47 (21 at 224
             # scaled to 512, odd); a cell costs about 10 CPU-minutes. The probes are
             # `python -m repro.probe_pouta_rec --size 512 --steps 300 --seed 1` (--lr, --width).

@@ -170,12 +170,16 @@ def output_dir(profile: str) -> Path:
 def header(df: pd.DataFrame) -> str:
     """The provenance line printed above every table. The data part lists, per dataset, the
     categories with a value and how many of the dataset's categories are missing."""
-    parts = []
+    parts, known = [], False
     for col in META:
         values = sorted({str(v) for v in df[col].dropna() if str(v)}) if col in df else []
+        known |= bool(values)
         if col == "data":
             values = _summarise_data(values)
         parts.append(f"**{col}**: {'; '.join(values) or 'n/a'}")
+    if not known:  # no row has a record: say so instead of four n/a
+        return ("**no run of ours in this table** (none of its categories has a record under "
+                "this profile): the paper's values only")
     return " · ".join(parts)
 
 

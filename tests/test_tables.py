@@ -266,3 +266,13 @@ def test_support_brightness_reads_the_support_list_and_the_good_test_images(tmp_
     assert not out.loc["dark", "support in the good test range"]
     assert out.loc["mixed", "support in the good test range"]
     assert out.loc["mixed", "image AUROC"] == pytest.approx(20.0)
+
+
+def test_header_of_a_table_without_any_run_says_so():
+    empty = pd.DataFrame({"category": ["hazelnut"], "paper_value": [97.6],
+                          "profile": [np.nan], "data": [np.nan], "weights": [np.nan],
+                          "device": [np.nan]})
+    assert tables.header(empty).startswith("**no run of ours in this table**")
+    one = empty.assign(profile=["real_subset"], data=["real mvtec_ad/hazelnut"])
+    h = tables.header(one)
+    assert "**profile**: real_subset" in h and "**weights**: n/a" in h

@@ -176,3 +176,34 @@ def test_tiny_runs_write_records(synthetic_root, scratch_store):
                                     "surf": False}
     assert ae["extra"]["cost"]["params"] < cost["params"]
     assert np.isfinite(ae["metrics"]["pixel_auroc"])
+
+
+@pytest.mark.parametrize("variant", ["t3_C", "tsdn", "t4_E"])
+def test_fne_probe_changes_only_the_gradient_into_the_fne(variant):
+    """repro.probe_tsdn_fne (issue 11, point 6): the detached gate gives the same outputs as
+    TSDN.forward, the reconstruction's gradient no longer reaches the FNE, L_FNE's still does."""
+    from repro.probe_tsdn_fne import fne_trained_by_its_loss_alone
+
+    torch.manual_seed(0)
+    model = tiny(variant).train()
+    x = torch.rand(2, 3, 64, 64)
+    torch.manual_seed(1)
+    plain = model(x)
+    with fne_trained_by_its_loss_alone():
+        torch.manual_seed(1)
+        probed = model(x)
+    assert plain.keys() == probed.keys()
+    for k in plain:
+        torch.testing.assert_close(probed[k], plain[k], rtol=0, atol=0)
+    if model.fne is None:
+        return
+    fne_params = list(model.fne.parameters())
+    grads = torch.autograd.grad(probed["reconstruction"].square().mean(), fne_params,
+                                allow_unused=True)
+    assert all(g is None or not g.abs().any() for g in grads)
+    plain_grads = torch.autograd.grad(plain["reconstruction"].square().mean(), fne_params,
+                                      allow_unused=True)
+    assert any(g is not None and g.abs().any() for g in plain_grads)
+    target = torch.rand_like(probed["w"])
+    grads = torch.autograd.grad(fne_loss(probed["w"], target, "sum"), fne_params)
+    assert all(g.abs().any() for g in grads[-2:])  # the last layer learns from L_FNE

@@ -56,7 +56,8 @@ T3C_SHORT = pytest.mark.xfail(
     "(the full model 0.20), L_FNE 22.2 -> 23.5; MVTec grid at 256 px: test mean 0.05 (t 1.9), "
     "L_FNE 22.09 -> 22.41. Both end above C ln 2 = 22.18, the value of W' = 0.5, while L_m "
     "falls: without skips DCD_N reads only W' x F_1/32, and the reconstruction's gradient "
-    "through W' outweighs lambda_f L_FNE (a W' trained by L_FNE alone is an untested reading)")
+    "through W' outweighs lambda_f L_FNE. Probe (repro.probe_tsdn_fne, W' detached in the "
+    "gate): t3_C then learns (grid 0.28, metal_plate 0.78); not yet the committed reading")
 
 
 def _short(cat: str, variant: str):

@@ -28,7 +28,9 @@ def forward_with_detached_gate(self: net.TSDN, x: torch.Tensor, with_mask: bool 
                                ) -> dict[str, torch.Tensor]:
     """:meth:`repro.networks.tsdn.TSDN.forward` with one change, marked: the gate multiplies
     F_1/32 by W'.detach(), so the reconstruction's gradient does not reach the FNE, while
-    ``out["w"]`` (what L_FNE sees) keeps its graph."""
+    ``out["w"]`` (what L_FNE sees) keeps its graph. A copy rather than a flag of the network:
+    any edit of ``repro/networks/tsdn.py`` makes every TSDN record stale, so the copy lives here
+    until the reading becomes a named setting there (the test pins the two as equal)."""
     if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
         raise ValueError(f"this TSDN was built for {self.image_size}x{self.image_size} "
                          f"inputs, got {tuple(x.shape[-2:])}")

@@ -19,6 +19,7 @@ import threading
 import time
 import traceback
 import warnings
+import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -107,14 +108,24 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def write_npz(path, arrays: dict[str, np.ndarray]) -> None:
+    """An ``.npz`` that ``np.load`` reads, its members LZMA-compressed: about 60 % of
+    ``np.savez_compressed``'s deflate on the qualitative images and maps (a POUTA grid record at
+    512 px: 2.7 MB instead of 4.3), so committed records stay small."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_LZMA) as z:
+        for name, value in arrays.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+
+
 def atomic_write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez_compressed`` to a temp file in the same folder, then ``os.replace``."""
+    """:func:`write_npz` to a temp file in the same folder, then ``os.replace``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
     os.close(fd)
     try:
-        np.savez_compressed(tmp, **arrays)
+        write_npz(tmp, arrays)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600 files; results are meant to be read
         os.replace(tmp, path)
     except BaseException:

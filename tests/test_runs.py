@@ -379,3 +379,24 @@ def test_a_crash_after_training_reruns_only_the_evaluation(synthetic_root, scrat
     assert rec["resumed_from_step"] == last
     assert rec["metrics"] == whole["metrics"]
     assert not any((scratch_store / "results" / "smoke").rglob("last.pt"))  # cleared after
+
+
+def test_npz_members_are_lzma_and_np_load_reads_them_back_exactly(tmp_path):
+    import zipfile
+
+    from repro.runs import atomic_write_npz
+
+    rng = np.random.default_rng(0)
+    smooth = np.repeat(np.repeat(rng.integers(0, 255, (2, 3, 32, 32), dtype=np.uint8), 8, 2), 8, 3)
+    arrays = {"image": smooth, "map": rng.random((2, 64, 64)).astype(np.float16),
+              "mask": rng.random((2, 64, 64)) > 0.9, "index": np.arange(3),
+              "hist": rng.integers(0, 9, (4, 2, 256)).astype(np.uint32)}
+    atomic_write_npz(tmp_path / "a.npz", arrays)
+    with zipfile.ZipFile(tmp_path / "a.npz") as z:
+        assert {i.compress_type for i in z.infolist()} == {zipfile.ZIP_LZMA}
+    back = np.load(tmp_path / "a.npz")
+    assert sorted(back.files) == sorted(arrays)
+    for k, v in arrays.items():
+        assert back[k].dtype == v.dtype and np.array_equal(back[k], v), k
+    np.savez_compressed(tmp_path / "deflate.npz", **arrays)
+    assert (tmp_path / "a.npz").stat().st_size < (tmp_path / "deflate.npz").stat().st_size

@@ -1,12 +1,12 @@
 """Does TSDN's FNE learn W_gt when W' gets no reconstruction gradient? (issue 11, point 6)
 
-Sec. 2.4 says the FNE "is optimized to minimize the cross-entropy loss L_FNE", while Eq. 3 sums
+Sec. 2.4 says "The training is optimized to minimize the cross-entropy loss L_FNE"; Eq. 3 sums
 every term into one loss. Read jointly (our runs), the gradient of the reconstruction through
 F_nm1 = W' x F_1/32 also reaches W', and in the no-skip row t3_C it outweighs lambda_f L_FNE.
 This probe runs one TSDN cell of a profile exactly as ``repro run`` would, except that the gate
-uses W' detached (``detach_gate``): W' is then set by lambda_f L_FNE alone, while the rest of
-the network trains as before. A diagnostic: the record goes to a temporary results folder
-(``--out``), never into ``results/`` or the model cache.
+uses W' detached (:func:`fne_trained_by_its_loss_alone`): W' is then set by lambda_f L_FNE
+alone, while the rest of the network trains as before. A diagnostic: the record goes to a
+temporary results folder (``--out``), never into ``results/`` or the model cache.
 
     python -m repro.probe_tsdn_fne --dataset mpdd --category metal_plate --variant model=t3_C
 """
@@ -19,53 +19,40 @@ import tempfile
 from contextlib import contextmanager
 
 import numpy as np
-import torch
+from torch.nn.modules.module import (
+    register_module_forward_hook,
+    register_module_forward_pre_hook,
+)
 
 from .networks import tsdn as net
 
 
-def forward_with_detached_gate(self: net.TSDN, x: torch.Tensor, with_mask: bool | None = None
-                               ) -> dict[str, torch.Tensor]:
-    """:meth:`repro.networks.tsdn.TSDN.forward` with one change, marked: the gate multiplies
-    F_1/32 by W'.detach(), so the reconstruction's gradient does not reach the FNE, while
-    ``out["w"]`` (what L_FNE sees) keeps its graph. A copy rather than a flag of the network:
-    any edit of ``repro/networks/tsdn.py`` makes every TSDN record stale, so the copy lives here
-    until the reading becomes a named setting there (the test pins the two as equal)."""
-    if tuple(x.shape[-2:]) != (self.image_size, self.image_size):
-        raise ValueError(f"this TSDN was built for {self.image_size}x{self.image_size} "
-                         f"inputs, got {tuple(x.shape[-2:])}")
-    if with_mask and not self.two_stream:
-        raise ValueError("a one-stream TSDN has no DCD_A and predicts no mask")
-    want_mask = self.two_stream and (self.training if with_mask is None else with_mask)
-    enc = self.encoder(x)
-    f32 = self.reduce(enc[-1])
-    out = {"f32": f32}
-    if want_mask or self.gate == "mask":
-        mask = self.dcd_a(f32, enc)
-        if want_mask:
-            out["mask"] = mask
-    if self.gate == "fne":
-        w = self.fne(f32)
-        f_nm1 = w.detach()[:, :, None, None] * f32  # the change: W' gates without gradient
-        if want_mask:
-            out["w"] = w
-    elif self.gate == "mask":
-        f_nm1 = net.suppress(f32, mask)
-    else:
-        f_nm1 = f32
-    out["reconstruction"] = self.dcd_n(f_nm1, enc)
-    return out
-
-
 @contextmanager
 def fne_trained_by_its_loss_alone():
-    """Within the block, every TSDN runs :func:`forward_with_detached_gate`."""
-    original = net.TSDN.forward
-    net.TSDN.forward = forward_with_detached_gate
+    """Within the block, every TSDN with an FNE feeds DCD_N with W'.detach() x F_1/32 instead of
+    W' x F_1/32: the same values, but the reconstruction's gradient no longer reaches the FNE,
+    while ``out["w"]`` (what L_FNE sees) keeps its graph. Two global module hooks, no copy of
+    the network: after an FNE call they keep (F_1/32, W'), and the next decoder call, which in
+    ``TSDN.forward`` is DCD_N (DCD_A runs before the FNE), gets the detached product."""
+    seen: dict = {}
+
+    def keep(module, inputs, w):
+        if isinstance(module, net.FNE):
+            seen["f32"], seen["w"] = inputs[0], w
+
+    def detached_gate(module, args):
+        if not isinstance(module, net.Decoder) or not seen:
+            return None  # DCD_A, or a TSDN without an FNE: left as it is
+        f32, w = seen.pop("f32"), seen.pop("w")
+        return (w.detach()[:, :, None, None] * f32, *args[1:])
+
+    hooks = [register_module_forward_hook(keep),
+             register_module_forward_pre_hook(detached_gate)]
     try:
         yield
     finally:
-        net.TSDN.forward = original
+        for h in hooks:
+            h.remove()
 
 
 def probe(dataset: str, category: str, variant: str = "model=t3_C",

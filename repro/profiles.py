@@ -213,7 +213,8 @@ PAPER_CONFIG: dict[str, dict] = {
         #                         W' x F_1/32 also sets W'; in the no-skip row t3_C it wins (test
         #                         corr(W', W_gt) grid 0.05, metal_plate -0.03; L_FNE ends above
         #                         C ln 2). With W' detached in the gate (the FNE trained by L_FNE
-        #                         alone, Sec. 2.4's "the training is optimized to minimize L_FNE")
+        #                         alone; Sec. 2.4: "The training is optimized to minimize the
+        #                         cross-entropy loss L_FNE between W_gt and W'")
         #                         t3_C learns: grid 0.28, metal_plate 0.78; the full model on
         #                         metal_plate 0.49 (0.20 joint). `python -m repro.probe_tsdn_fne`.
         #                         Next: that reading as a named setting, which recomputes every

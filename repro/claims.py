@@ -304,7 +304,8 @@ def paper_difference(claim: Claim, categories: Sequence[str]) -> tuple[float, st
     printed = sorted((set(better.index) & set(worse.index)) - {"mean"})
     same = [c for c in categories if c in printed]
     if same and len(same) == len(categories):
-        return float((better[same] - worse[same]).mean()), f"same {len(same)} categories"
+        return float((better[same] - worse[same]).mean()), \
+            "same category" if len(same) == 1 else f"same {len(same)} categories"
     from .data import categories as official
 
     # a mean-only table (POUTA's Table V) averages the dataset's official categories

@@ -41,6 +41,8 @@ N2N_EXTRA = ("issue11_before", "conv_padding=zeros")  # metal_plate only: issue 
 # TSDN: the ablation rows (Table 3 A-D, Table 4 A-F; t3_A/B/D are t4_A/C/F)
 TSDN_ROWS = ("model=t4_A", "model=t4_B", "model=t4_C", "model=t4_D", "model=t4_E", "default",
              "model=t3_C")
+# metal_plate only: the earlier reading of the FNE gradient (issue 11, point 6), beside the default
+TSDN_EXTRA = ("fne_grad=joint", "model=t3_C,fne_grad=joint")
 TSDN_T3 = {"A": "model=t4_A", "B": "model=t4_C", "C": "model=t3_C", "D": "default"}
 TSDN_T4 = {"A": "model=t4_A", "B": "model=t4_B", "C": "model=t4_C", "D": "model=t4_D",
            "E": "model=t4_E", "F": "default"}
@@ -167,8 +169,9 @@ def _tsdn(root: Path, profile: str) -> list[tuple]:
             tags += ["table3"] * (c in t3 and v in TSDN_T3.values())
             tags += ["table4"] * (c in t4 and v in TSDN_T4.values())
             out.append(("main", "mvtec_ad", c, v, tuple(tags) or ("diagnostic",)))
-    out += [("main", "mpdd", c, v, ("diagnostic",)) for c in D.present_categories(root, "mpdd")
-            for v in TSDN_ROWS]
+    for c in D.present_categories(root, "mpdd"):
+        extra = TSDN_EXTRA if c == "metal_plate" else ()
+        out += [("main", "mpdd", c, v, ("diagnostic",)) for v in (*TSDN_ROWS, *extra)]
     return out
 
 

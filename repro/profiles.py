@@ -208,17 +208,18 @@ PAPER_CONFIG: dict[str, dict] = {
         #                         entropy of two vectors), mean over the batch. The variant
         #                         fne_reduction=mean (our earlier reading, torch's default) left
         #                         lambda_f x L_FNE so small that the FNE never learned W_gt.
-        #                         Gradient into W' (measured stop 23; probes, not records): Eq. 3
-        #                         sums every term, so the reconstruction's gradient through
-        #                         W' x F_1/32 also sets W'; in the no-skip row t3_C it wins (test
-        #                         corr(W', W_gt) grid 0.05, metal_plate -0.03; L_FNE ends above
-        #                         C ln 2). With W' detached in the gate (the FNE trained by L_FNE
-        #                         alone; Sec. 2.4: "The training is optimized to minimize the
-        #                         cross-entropy loss L_FNE between W_gt and W'")
-        #                         t3_C learns: grid 0.28, metal_plate 0.78; the full model on
-        #                         metal_plate 0.49 (0.20 joint). `python -m repro.probe_tsdn_fne`.
-        #                         Next: that reading as a named setting, which recomputes every
-        #                         TSDN record (about 4 CPU-hours in real_subset).
+        "fne_grad": "fne_loss",  # ours (the paper is silent on where W' gets its gradient):
+        #                         Sec. 2.4 "The training is optimized to minimize the cross-
+        #                         entropy loss L_FNE between W_gt and W'" read as: the FNE's
+        #                         weights are trained by lambda_f L_FNE alone, W' detached where
+        #                         it gates F_1/32 (the encoder still gets the reconstruction's
+        #                         gradient through the gate). The variant fne_grad=joint (our
+        #                         earlier reading: Eq. 3's sum reaches the FNE through
+        #                         W' x F_1/32 too) let the reconstruction set W': stop-23
+        #                         probes gave test corr(W', W_gt) -0.03 (t3_C metal_plate), 0.05
+        #                         (t3_C grid), 0.20 (full model metal_plate) against 0.78, 0.28,
+        #                         0.49 detached. real_subset keeps fne_grad=joint cells of the
+        #                         full model and t3_C on metal_plate (notebook 02, FNE section).
         "ssim_sigma": 1.5,  # RIAD: SSIM window 11, sigma 1.5 (L_s and the FNE target)
         "map_sigma": 4.0,  # ours: Gaussian blur G of the score map, in pixels at 352
         "category_overrides": {},  # ours: {"<dataset>/<category>": {key: value}} on top of

@@ -119,7 +119,7 @@ def test_paper_difference_is_like_for_like_or_says_so():
 
     t = paper_table("n2n", "table4").query("category == 'metal_plate' and metric == 'image_auroc'")
     v = t.set_index("variant")["value"]
-    assert p == pytest.approx(v["lambda=0.3"] - v["lambda=0"]) and note == "same 1 categories"
+    assert p == pytest.approx(v["lambda=0.3"] - v["lambda=0"]) and note == "same category"
     mean_only = claims.CLAIMS["pouta"][0]  # Table V prints means only
     p, note = claims.paper_difference(mean_only, ["grid", "toothbrush"])
     # the mean over MVTec AD's 15 categories, not "?"

@@ -122,7 +122,7 @@ def test_write_table_and_results_readme(tmp_path, monkeypatch):
     fake = pd.DataFrame([{"paper": "n2n", "profile": "smoke", "claim": "lambda helps",
                           "metric": "image_auroc", "notebook": "01_noise_to_norm.ipynb",
                           "ours": 3.0, "lo": 1.0, "hi": 5.0, "paper_diff": 2.0,
-                          "paper_note": "same 1 categories", "categories": "metal_plate",
+                          "paper_note": "same category", "categories": "metal_plate",
                           "seeds": 3, "not_converged": "", "verdict": "supported"}])
     readme = tables.write_results_readme(claims_by_profile={"smoke": fake}).read_text()
     assert readme.index("## The papers' claims") < readme.index("## Coverage")
@@ -132,7 +132,7 @@ def test_write_table_and_results_readme(tmp_path, monkeypatch):
     assert "+3.00" not in readme
     assert "[smoke](smoke/tables/n2n_table4.md)" in readme
     md_real = claims.to_markdown(fake.assign(profile="real_subset"), "real_subset/")
-    assert "+3.00 [+1.00, +5.00]" in md_real and "+2.00 (same 1 categories)" in md_real
+    assert "+3.00 [+1.00, +5.00]" in md_real and "+2.00 (same category)" in md_real
     assert tables.coverage(tmp_path, "smoke", "n2n", "table4") == "1/56"
     assert tables.coverage(tmp_path, "smoke", "n2n", "table5") == "not run"
     assert re.search(r"\| n2n\s+\| table4\s+\| 1/56", readme)

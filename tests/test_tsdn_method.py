@@ -29,9 +29,9 @@ from repro.profiles import paper_config
 CFG = paper_config("tsdn", "smoke")
 
 
-def tiny(variant: str):
+def tiny(variant: str, **kw):
     return build(variant, encoder_name="efficientnet_lite0", encoder_weights=None, c=8,
-                 widths=(8, 8, 8, 8, 8), fne_channels=4, fne_hidden=(8, 8), image_size=64)
+                 widths=(8, 8, 8, 8, 8), fne_channels=4, fne_hidden=(8, 8), image_size=64, **kw)
 
 
 def test_score_map_is_the_blurred_per_pixel_l2_distance():
@@ -68,6 +68,7 @@ def test_loss_terms_of_eq3(variant, terms):
     r = out["reconstruction"]
     distance = lambda a, b: (a - b).pow(2).sum(1).sqrt().mean()  # noqa: E731
     assert CFG["l2_reading"] == "distance" and CFG["fne_reduction"] == "sum"
+    assert CFG["fne_grad"] == "fne_loss"
     assert torch.isclose(got["r"], distance(r, clean))
     assert torch.isclose(got["s"], 1 - reference_ssim(r, clean, data_range=1.0), atol=1e-5)
     assert torch.isclose(got["g"], msgms_loss(r, clean))
@@ -178,32 +179,25 @@ def test_tiny_runs_write_records(synthetic_root, scratch_store):
     assert np.isfinite(ae["metrics"]["pixel_auroc"])
 
 
-@pytest.mark.parametrize("variant", ["t3_C", "tsdn", "t4_E"])
-def test_fne_probe_changes_only_the_gradient_into_the_fne(variant):
-    """repro.probe_tsdn_fne (issue 11, point 6): the detached gate gives the same outputs as
-    TSDN.forward, the reconstruction's gradient no longer reaches the FNE, L_FNE's still does."""
-    from repro.probe_tsdn_fne import fne_trained_by_its_loss_alone
-
-    torch.manual_seed(0)
-    model = tiny(variant).train()
-    x = torch.rand(2, 3, 64, 64)
-    torch.manual_seed(1)
-    plain = model(x)
-    with fne_trained_by_its_loss_alone():
+@pytest.mark.parametrize("variant", ["t3_C", "tsdn"])
+def test_fne_grad_decides_which_loss_trains_the_fne(variant):
+    """fne_grad (issue 11, point 6): "fne_loss" gives the same outputs as "joint", yet the
+    reconstruction's gradient no longer reaches the FNE's weights; L_FNE's does under both."""
+    outs, models = {}, {}
+    for reading in ("fne_loss", "joint"):
+        torch.manual_seed(0)
+        models[reading] = tiny(variant, fne_grad=reading).train()
         torch.manual_seed(1)
-        probed = model(x)
-    assert plain.keys() == probed.keys()
-    for k in plain:
-        torch.testing.assert_close(probed[k], plain[k], rtol=0, atol=0)
-    if model.fne is None:
-        return
-    fne_params = list(model.fne.parameters())
-    grads = torch.autograd.grad(probed["reconstruction"].square().mean(), fne_params,
-                                allow_unused=True)
-    assert all(g is None or not g.abs().any() for g in grads)
-    plain_grads = torch.autograd.grad(plain["reconstruction"].square().mean(), fne_params,
-                                      allow_unused=True)
-    assert any(g is not None and g.abs().any() for g in plain_grads)
-    target = torch.rand_like(probed["w"])
-    grads = torch.autograd.grad(fne_loss(probed["w"], target, "sum"), fne_params)
-    assert all(g.abs().any() for g in grads[-2:])  # the last layer learns from L_FNE
+        outs[reading] = models[reading](torch.rand(2, 3, 64, 64))
+    for k in outs["joint"]:
+        torch.testing.assert_close(outs["fne_loss"][k], outs["joint"][k], rtol=0, atol=0)
+    for reading, reaches in (("fne_loss", False), ("joint", True)):
+        params = list(models[reading].fne.parameters())
+        grads = torch.autograd.grad(outs[reading]["reconstruction"].square().mean(), params,
+                                    allow_unused=True, retain_graph=True)
+        assert any(g is not None and g.abs().any() for g in grads) == reaches, reading
+        target = torch.rand_like(outs[reading]["w"])
+        grads = torch.autograd.grad(fne_loss(outs[reading]["w"], target, "sum"), params)
+        assert all(g.abs().any() for g in grads[-2:])  # the last layer learns from L_FNE
+    with pytest.raises(ValueError, match="fne_grad"):
+        tiny(variant, fne_grad="both")

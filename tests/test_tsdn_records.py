@@ -50,23 +50,8 @@ def test_reconstruction_error_falls_in_every_row(monkeypatch):
     assert not rising, "reconstruction MSE rose in: " + "; ".join(rising)
 
 
-T3C_SHORT = pytest.mark.xfail(
-    strict=False, reason="issue 11 shortfall: the t3_C row (two streams and FNE, no skips) has "
-    "not learned W_gt where the full model has. MPDD metal_plate, 60 epochs: test mean -0.03 "
-    "(the full model 0.20), L_FNE 22.2 -> 23.5; MVTec grid at 256 px: test mean 0.05 (t 1.9), "
-    "L_FNE 22.09 -> 22.41. Both end above C ln 2 = 22.18, the value of W' = 0.5, while L_m "
-    "falls: without skips DCD_N reads only W' x F_1/32, and the reconstruction's gradient "
-    "through W' outweighs lambda_f L_FNE. Probe (repro.probe_tsdn_fne, W' detached in the "
-    "gate): t3_C then learns (grid 0.28, metal_plate 0.78); not yet the committed reading")
-
-
-def _short(cat: str, variant: str):
-    return T3C_SHORT if variant == "model=t3_C" and cat in ("grid", "metal_plate") else ()
-
-
 @pytest.mark.parametrize("ds,cat,variant", [
-    pytest.param(ds, cat, v, marks=_short(cat, v))
-    for ds, cat in CELLS for v in ("default", "model=t3_C")])
+    (ds, cat, v) for ds, cat in CELLS for v in ("default", "model=t3_C")])
 def test_fne_tracks_its_target_on_test_images(ds, cat, variant, monkeypatch):
     rec = current_records("real_subset", monkeypatch).get((ds, cat, variant))
     if rec is None:

@@ -24,6 +24,10 @@ as binary cross-entropy with soft targets. Two readings are config keys (issue 1
   of the gradients) wins, and the models with skips inverted MPDD metal_plate's colours.
 * ``fne_reduction``: L_FNE summed over the C entries of W (``"sum"``), or averaged over them
   (``"mean"``, our earlier reading, under which W' stayed near 0.5), or summed over the batch too.
+* ``fne_grad``: Sec. 2.4 "The training is optimized to minimize the cross-entropy loss L_FNE":
+  the FNE's weights are trained by lambda_f L_FNE alone, W' detached where it gates F_1/32
+  (``"fne_loss"``); or by every term of Eq. 3 (``"joint"``, our earlier reading, under which
+  the reconstruction's gradient through W' x F_1/32 kept W' from tracking W_gt).
 
 Diagnostics logged per epoch beside the losses: the reconstruction MSE and (FNE runs) the
 correlation of W' with W_gt; W' and W_gt of every test image are stored with the record.
@@ -66,7 +70,8 @@ def make_model(cfg: dict) -> torch.nn.Module:
     name, weights = encoder_choice(cfg)
     return build(cfg["model"], encoder_name=name, encoder_weights=weights, c=cfg["c"],
                  widths=cfg["widths"], fne_channels=cfg["fne_channels"],
-                 fne_hidden=cfg["fne_hidden"], image_size=cfg["image_size"])
+                 fne_hidden=cfg["fne_hidden"], image_size=cfg["image_size"],
+                 fne_grad=cfg["fne_grad"])
 
 
 L2_READINGS = ("distance", "mse")

@@ -10,7 +10,7 @@ in the paper) or *ours*. Fig. 2(a), with the strides of the feature maps::
        +--> DCD_A(F_1/32; skips E16 E8 E4 E2) -> M'_surf  (B, 1, H, W), sigmoid     [train]
        |
        +--> FNE (Fig. 2b): W' = sigmoid(MLP(flatten(ReLU(BN(conv3x3(F_1/32))))))  (B, C)
-       |    F_nm1 = W' x F_1/32
+       |    F_nm1 = W' x F_1/32     (``fne_grad="fne_loss"``: W' detached here, see below)
        |
        +--> DCD_N(F_nm1; skips E16 E8 E4 E2 if ``skips``) -> R_surf  (B, 3, H, W), sigmoid
 
@@ -57,6 +57,13 @@ in eval mode (the FNE needs only F_1/32).
   range 1, reflect padding (maps keep the mask size, so anomalies at the border count). W_gt is
   min-max normalised over the channels of each sample. ``size`` optionally computes it at a
   reduced resolution (F_1/32 upsampled straight to it, the mask area-averaged) to bound the cost.
+* **Which loss trains the FNE** (``fne_grad``). Sec. 2.4: "The training is optimized to minimize
+  the cross-entropy loss L_FNE between W_gt and W'"; Eq. 3 sums all five terms into one loss.
+  ``"fne_loss"`` (default): the gate uses W' detached, so the FNE's weights are set by
+  lambda_f L_FNE alone (the reconstruction still trains the encoder and F_1/32 through the
+  gate, scaled by W'). ``"joint"`` (our earlier reading): the reconstruction's gradient also
+  flows through W' x F_1/32 into the FNE; measured in stop 23, it outweighs lambda_f L_FNE and
+  W' did not track W_gt (test correlation -0.03 to 0.20; 0.49-0.78 with ``"fne_loss"``).
 * **Table 4 (E)** "replaced the FNE by simply multiplying M'_surf by F_1/32": read as
   F_nm1 = (1 - avgpool_/32(M'_surf)) x F_1/32, so that the predicted anomaly suppresses features
   as the FNE is meant to; the literal M'_surf x F_1/32 would keep only the anomalous features,
@@ -225,6 +232,10 @@ def fne_target(f32: torch.Tensor, mask: torch.Tensor, sigma: float = 1.5,
     return (d - lo) / (hi - lo).clamp_min(eps)
 
 
+# what trains the FNE's weights: lambda_f L_FNE alone (W' detached in the gate), or every term
+FNE_GRADS = ("fne_loss", "joint")
+
+
 class TSDN(nn.Module):
     """Encoder, F_1/32, DCD_N; with ``two_stream`` also DCD_A and (gate ``"fne"``) the FNE.
 
@@ -236,7 +247,7 @@ class TSDN(nn.Module):
     def __init__(self, encoder_name: str, encoder_weights: str | Path | None, c: int,
                  widths: Sequence[int], fne_channels: int, fne_hidden: Sequence[int],
                  image_size: int, two_stream: bool = True, skips: bool = True,
-                 gate: str = "fne"):
+                 gate: str = "fne", fne_grad: str = "fne_loss"):
         super().__init__()
         if image_size <= 0 or image_size % 32:
             raise ValueError(f"TSDN's image_size must be a positive multiple of 32 (the /32 map "
@@ -248,7 +259,10 @@ class TSDN(nn.Module):
         if gate not in allowed:
             raise ValueError(f"gate '{gate}' with two_stream={two_stream}: expected one of "
                              f"{allowed}")
+        if fne_grad not in FNE_GRADS:
+            raise ValueError(f"fne_grad must be one of {FNE_GRADS}, got {fne_grad!r}")
         self.image_size, self.two_stream, self.gate = image_size, two_stream, gate
+        self.fne_grad = fne_grad
         self.encoder = encoder(encoder_name, encoder_weights)
         channels = self.encoder.channels
         self.reduce = nn.Conv2d(channels[-1], c, 1)
@@ -273,7 +287,8 @@ class TSDN(nn.Module):
                 out["mask"] = mask
         if self.gate == "fne":
             w = self.fne(f32)
-            f_nm1 = w[:, :, None, None] * f32
+            gate_w = w.detach() if self.fne_grad == "fne_loss" else w
+            f_nm1 = gate_w[:, :, None, None] * f32
             if want_mask:
                 out["w"] = w
         elif self.gate == "mask":
@@ -311,7 +326,8 @@ def resolve(variant: str) -> dict:
 
 def build(variant: str, **config) -> TSDN:
     """TSDN with the variant's network flags; ``config``: the other :class:`TSDN` arguments
-    (encoder_name, encoder_weights, c, widths, fne_channels, fne_hidden, image_size)."""
+    (encoder_name, encoder_weights, c, widths, fne_channels, fne_hidden, image_size,
+    fne_grad)."""
     flags = resolve(variant)
     del flags["surf"]
     return TSDN(**config, **flags)

@@ -215,10 +215,10 @@ PAPER_CONFIG: dict[str, dict] = {
         #                         it gates F_1/32 (the encoder still gets the reconstruction's
         #                         gradient through the gate). The variant fne_grad=joint (our
         #                         earlier reading: Eq. 3's sum reaches the FNE through
-        #                         W' x F_1/32 too) let the reconstruction set W': stop-23
-        #                         probes gave test corr(W', W_gt) -0.03 (t3_C metal_plate), 0.05
-        #                         (t3_C grid), 0.20 (full model metal_plate) against 0.78, 0.28,
-        #                         0.49 detached. real_subset keeps fne_grad=joint cells of the
+        #                         W' x F_1/32 too) let the reconstruction set W': records
+        #                         give test corr(W', W_gt) -0.03 (t3_C metal_plate), 0.05 (t3_C
+        #                         grid, 66a1f2e), 0.20 (full model metal_plate) against 0.78,
+        #                         0.28, 0.49 detached. real_subset keeps fne_grad=joint cells of the
         #                         full model and t3_C on metal_plate (notebook 02, FNE section).
         "ssim_sigma": 1.5,  # RIAD: SSIM window 11, sigma 1.5 (L_s and the FNE target)
         "map_sigma": 4.0,  # ours: Gaussian blur G of the score map, in pixels at 352
